@@ -1,0 +1,390 @@
+//! The one access gate. Every read or write of patient data is decided by [`decide`]: (principal, action,
+//! resource, context) → allow or deny, with a reason for the audit log.
+//!
+//! The policy is typed Rust rather than Cedar: it is small, `match` makes the compiler check that every
+//! (role, action) pair is answered, and a property test compares it with an independent oracle. What makes
+//! the gate impossible to skip is [`Grant`]: the store only loads patient data for a `Grant<A>`, whose
+//! fields are private to this module, so the only way to obtain one is [`authorize`].
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+
+use crate::identity::Role;
+use crate::ids::{PracticeId, RegistrationId, UserId};
+use crate::registration::RegistrationStatus;
+
+/// Who is asking, as established by their session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: UserId,
+    pub role: Role,
+    /// The practice a clinician or practice admin works at; `None` for patients and platform admins.
+    pub practice: Option<PracticeId>,
+}
+
+/// Facts about the request that are not about who or what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// Whether this session passed the second factor. Staff without it are denied everything.
+    pub mfa_verified: bool,
+}
+
+/// Everything the gate can be asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Demographics: name, email, date of birth, registered practice.
+    ReadProfile,
+    /// Clinical content.
+    ReadRecord,
+    WriteRecord,
+    /// "Who accessed my data".
+    ReadAccessLog,
+    /// A patient's own registration requests.
+    ListRegistrations,
+    RequestRegistration,
+    DecideRegistration,
+    ViewRegistrationQueue,
+    ListPracticePatients,
+    ManagePracticeStaff,
+    ManagePlatform,
+}
+
+impl Action {
+    pub const ALL: [Action; 11] = [
+        Action::ReadProfile,
+        Action::ReadRecord,
+        Action::WriteRecord,
+        Action::ReadAccessLog,
+        Action::ListRegistrations,
+        Action::RequestRegistration,
+        Action::DecideRegistration,
+        Action::ViewRegistrationQueue,
+        Action::ListPracticePatients,
+        Action::ManagePracticeStaff,
+        Action::ManagePlatform,
+    ];
+
+    /// The name written to the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ReadProfile => "patient.profile.read",
+            Action::ReadRecord => "patient.record.read",
+            Action::WriteRecord => "patient.record.write",
+            Action::ReadAccessLog => "patient.access_log.read",
+            Action::ListRegistrations => "patient.registrations.list",
+            Action::RequestRegistration => "registration.request",
+            Action::DecideRegistration => "registration.decide",
+            Action::ViewRegistrationQueue => "practice.registration_queue.read",
+            Action::ListPracticePatients => "practice.patients.list",
+            Action::ManagePracticeStaff => "practice.staff.manage",
+            Action::ManagePlatform => "platform.manage",
+        }
+    }
+}
+
+/// A patient, with the one fact the policy needs: where they are registered now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatientRef {
+    pub patient: UserId,
+    pub registered_at: Option<PracticeId>,
+}
+
+/// A request a patient makes, or has made, to register with a practice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistrationRef {
+    pub id: RegistrationId,
+    pub patient: UserId,
+    pub practice: PracticeId,
+    pub status: RegistrationStatus,
+}
+
+/// A patient asking to join a practice, before any request exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewRegistration {
+    pub patient: UserId,
+    pub practice: PracticeId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PracticeRef {
+    pub practice: PracticeId,
+}
+
+/// What an action is done to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Patient(PatientRef),
+    Registration(RegistrationRef),
+    NewRegistration(NewRegistration),
+    Practice(PracticeRef),
+    Platform,
+}
+
+impl Resource {
+    /// The patient whose data this is, for the audit log's "subject" column.
+    pub fn subject_patient(&self) -> Option<UserId> {
+        match self {
+            Resource::Patient(p) => Some(p.patient),
+            Resource::Registration(r) => Some(r.patient),
+            Resource::NewRegistration(r) => Some(r.patient),
+            Resource::Practice(_) | Resource::Platform => None,
+        }
+    }
+
+    /// The kind and id written to the audit log.
+    pub fn audit_label(&self) -> String {
+        match self {
+            Resource::Patient(p) => format!("patient:{}", p.patient),
+            Resource::Registration(r) => format!("registration:{}", r.id),
+            Resource::NewRegistration(r) => format!("practice:{}", r.practice),
+            Resource::Practice(p) => format!("practice:{}", p.practice),
+            Resource::Platform => "platform".to_owned(),
+        }
+    }
+}
+
+/// Why the gate said yes or no, in words an auditor reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    PatientSelf,
+    ClinicianOfRegisteredPractice,
+    StaffOfPractice,
+    PlatformWide,
+    MfaRequired,
+    NotTheirPatient,
+    NotTheirPractice,
+    RoleMayNot,
+    ResourceDoesNotFitAction,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::PatientSelf => "patient_self",
+            Reason::ClinicianOfRegisteredPractice => "clinician_of_registered_practice",
+            Reason::StaffOfPractice => "staff_of_practice",
+            Reason::PlatformWide => "platform_admin",
+            Reason::MfaRequired => "mfa_required",
+            Reason::NotTheirPatient => "not_their_patient",
+            Reason::NotTheirPractice => "not_their_practice",
+            Reason::RoleMayNot => "role_may_not",
+            Reason::ResourceDoesNotFitAction => "resource_does_not_fit_action",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Reason),
+    Deny(Reason),
+}
+
+impl Decision {
+    pub fn is_allowed(self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+
+    pub fn reason(self) -> Reason {
+        match self {
+            Decision::Allow(r) | Decision::Deny(r) => r,
+        }
+    }
+}
+
+fn allow_if(condition: bool, yes: Reason, no: Reason) -> Decision {
+    if condition {
+        Decision::Allow(yes)
+    } else {
+        Decision::Deny(no)
+    }
+}
+
+/// The policy. A patient sees only their own data; a clinician sees patients registered at their own
+/// practice; practice staff decide their practice's registration requests; admins manage practices and
+/// accounts but see no clinical content.
+pub fn decide(principal: &Principal, action: Action, resource: &Resource, ctx: &Context) -> Decision {
+    use Action::*;
+    use Reason::*;
+    use Role::*;
+
+    if principal.role.requires_mfa() && !ctx.mfa_verified {
+        return Decision::Deny(MfaRequired);
+    }
+    let staff_of =
+        |practice: PracticeId| principal.role.belongs_to_practice() && principal.practice == Some(practice);
+    match (action, resource) {
+        (ReadProfile | ReadRecord, Resource::Patient(p)) => match principal.role {
+            Patient => allow_if(principal.user == p.patient, PatientSelf, NotTheirPatient),
+            Clinician => allow_if(
+                p.registered_at.is_some() && principal.practice == p.registered_at,
+                ClinicianOfRegisteredPractice,
+                NotTheirPatient,
+            ),
+            PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (WriteRecord, Resource::Patient(p)) => match principal.role {
+            Clinician => allow_if(
+                p.registered_at.is_some() && principal.practice == p.registered_at,
+                ClinicianOfRegisteredPractice,
+                NotTheirPatient,
+            ),
+            Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ReadAccessLog | ListRegistrations, Resource::Patient(p)) => match principal.role {
+            Patient => allow_if(principal.user == p.patient, PatientSelf, NotTheirPatient),
+            Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (RequestRegistration, Resource::NewRegistration(r)) => match principal.role {
+            Patient => allow_if(principal.user == r.patient, PatientSelf, NotTheirPatient),
+            Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (DecideRegistration, Resource::Registration(r)) => match principal.role {
+            Clinician | PracticeAdmin => allow_if(staff_of(r.practice), StaffOfPractice, NotTheirPractice),
+            Patient | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ViewRegistrationQueue, Resource::Practice(p)) => match principal.role {
+            Clinician | PracticeAdmin => allow_if(staff_of(p.practice), StaffOfPractice, NotTheirPractice),
+            Patient | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ListPracticePatients, Resource::Practice(p)) => match principal.role {
+            Clinician => allow_if(staff_of(p.practice), StaffOfPractice, NotTheirPractice),
+            Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ManagePracticeStaff, Resource::Practice(p)) => match principal.role {
+            PracticeAdmin => allow_if(staff_of(p.practice), StaffOfPractice, NotTheirPractice),
+            PlatformAdmin => Decision::Allow(PlatformWide),
+            Patient | Clinician => Decision::Deny(RoleMayNot),
+        },
+        (ManagePlatform, Resource::Platform) => match principal.role {
+            PlatformAdmin => Decision::Allow(PlatformWide),
+            Patient | Clinician | PracticeAdmin => Decision::Deny(RoleMayNot),
+        },
+        _ => Decision::Deny(ResourceDoesNotFitAction),
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An action the store guards, with the kind of resource it is done to.
+pub trait GuardedAction: sealed::Sealed {
+    const ACTION: Action;
+    type On: Copy + Into<Resource>;
+}
+
+impl From<PatientRef> for Resource {
+    fn from(r: PatientRef) -> Self {
+        Resource::Patient(r)
+    }
+}
+impl From<RegistrationRef> for Resource {
+    fn from(r: RegistrationRef) -> Self {
+        Resource::Registration(r)
+    }
+}
+impl From<NewRegistration> for Resource {
+    fn from(r: NewRegistration) -> Self {
+        Resource::NewRegistration(r)
+    }
+}
+impl From<PracticeRef> for Resource {
+    fn from(r: PracticeRef) -> Self {
+        Resource::Practice(r)
+    }
+}
+
+/// Marker types, one per action, so that a grant for reading cannot be used for writing.
+pub mod actions {
+    use super::*;
+
+    macro_rules! guarded {
+        ($($name:ident => $action:ident on $on:ty),* $(,)?) => {$(
+            #[derive(Debug)]
+            pub enum $name {}
+            impl sealed::Sealed for $name {}
+            impl GuardedAction for $name {
+                const ACTION: Action = Action::$action;
+                type On = $on;
+            }
+        )*};
+    }
+
+    guarded! {
+        ReadProfile => ReadProfile on PatientRef,
+        ReadRecord => ReadRecord on PatientRef,
+        WriteRecord => WriteRecord on PatientRef,
+        ReadAccessLog => ReadAccessLog on PatientRef,
+        ListRegistrations => ListRegistrations on PatientRef,
+        RequestRegistration => RequestRegistration on NewRegistration,
+        DecideRegistration => DecideRegistration on RegistrationRef,
+        ViewRegistrationQueue => ViewRegistrationQueue on PracticeRef,
+        ListPracticePatients => ListPracticePatients on PracticeRef,
+        ManagePracticeStaff => ManagePracticeStaff on PracticeRef,
+    }
+}
+
+/// Proof that the gate allowed `principal` to do `A` to `on`. Only [`authorize`] makes one.
+#[derive(Debug)]
+pub struct Grant<A: GuardedAction> {
+    principal: Principal,
+    on: A::On,
+    reason: Reason,
+    _action: PhantomData<A>,
+}
+
+impl<A: GuardedAction> Grant<A> {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn on(&self) -> &A::On {
+        &self.on
+    }
+
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+}
+
+impl<A: GuardedAction<On = PatientRef>> Grant<A> {
+    pub fn patient(&self) -> UserId {
+        self.on.patient
+    }
+}
+
+impl<A: GuardedAction<On = PracticeRef>> Grant<A> {
+    pub fn practice(&self) -> PracticeId {
+        self.on.practice
+    }
+}
+
+/// A denial: callers answer it exactly as they answer a resource that does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not found")]
+pub struct Denied {
+    pub reason: Reason,
+}
+
+/// Asks the gate; on yes, returns the grant the store requires for `A`.
+pub fn authorize<A: GuardedAction>(
+    principal: &Principal,
+    on: A::On,
+    ctx: &Context,
+) -> Result<Grant<A>, Denied> {
+    match decide(principal, A::ACTION, &on.into(), ctx) {
+        Decision::Allow(reason) => Ok(Grant {
+            principal: *principal,
+            on,
+            reason,
+            _action: PhantomData,
+        }),
+        Decision::Deny(reason) => Err(Denied { reason }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

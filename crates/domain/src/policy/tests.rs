@@ -1,0 +1,168 @@
+//! The policy against an oracle written from the words, not from `decide`.
+
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+
+fn user(n: u8) -> UserId {
+    UserId::from_uuid(Uuid::from_u128(0x1000 + n as u128))
+}
+fn practice(n: u8) -> PracticeId {
+    PracticeId::from_uuid(Uuid::from_u128(0x2000 + n as u128))
+}
+
+fn arb_role() -> impl Strategy<Value = Role> {
+    prop::sample::select(Role::ALL.to_vec())
+}
+fn arb_status() -> impl Strategy<Value = RegistrationStatus> {
+    prop::sample::select(RegistrationStatus::ALL.to_vec())
+}
+
+fn arb_principal() -> impl Strategy<Value = Principal> {
+    (0u8..4, arb_role(), 0u8..3).prop_map(|(u, role, p)| Principal {
+        user: user(u),
+        role,
+        practice: role.belongs_to_practice().then(|| practice(p)),
+    })
+}
+
+fn arb_resource() -> impl Strategy<Value = Resource> {
+    let patient = (0u8..4, prop::option::of(0u8..3)).prop_map(|(u, p)| PatientRef {
+        patient: user(u),
+        registered_at: p.map(practice),
+    });
+    prop_oneof![
+        patient.prop_map(Resource::Patient),
+        (0u8..4, 0u8..3, arb_status()).prop_map(|(u, p, status)| Resource::Registration(RegistrationRef {
+            id: RegistrationId::from_uuid(Uuid::from_u128(7)),
+            patient: user(u),
+            practice: practice(p),
+            status,
+        })),
+        (0u8..4, 0u8..3).prop_map(|(u, p)| Resource::NewRegistration(NewRegistration {
+            patient: user(u),
+            practice: practice(p),
+        })),
+        (0u8..3).prop_map(|p| Resource::Practice(PracticeRef {
+            practice: practice(p)
+        })),
+        Just(Resource::Platform),
+    ]
+}
+
+/// The rules, restated as "who may" per action.
+fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
+    let is_patient = who.role == Role::Patient;
+    let is_clinician = who.role == Role::Clinician;
+    let works_at = |p: &PracticeId| who.practice.as_ref() == Some(p);
+    if !is_patient && !mfa {
+        return false;
+    }
+    match what {
+        Resource::Patient(p) => {
+            let own = is_patient && who.user == p.patient;
+            let their_clinician = is_clinician && p.registered_at.as_ref().is_some_and(works_at);
+            match action {
+                Action::ReadProfile | Action::ReadRecord => own || their_clinician,
+                Action::WriteRecord => their_clinician,
+                Action::ReadAccessLog | Action::ListRegistrations => own,
+                _ => false,
+            }
+        }
+        Resource::NewRegistration(r) => {
+            action == Action::RequestRegistration && is_patient && who.user == r.patient
+        }
+        Resource::Registration(r) => {
+            action == Action::DecideRegistration
+                && matches!(who.role, Role::Clinician | Role::PracticeAdmin)
+                && works_at(&r.practice)
+        }
+        Resource::Practice(p) => match action {
+            Action::ViewRegistrationQueue => {
+                matches!(who.role, Role::Clinician | Role::PracticeAdmin) && works_at(&p.practice)
+            }
+            Action::ListPracticePatients => is_clinician && works_at(&p.practice),
+            Action::ManagePracticeStaff => {
+                who.role == Role::PlatformAdmin || who.role == Role::PracticeAdmin && works_at(&p.practice)
+            }
+            _ => false,
+        },
+        Resource::Platform => action == Action::ManagePlatform && who.role == Role::PlatformAdmin,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn decide_agrees_with_the_oracle(
+        who in arb_principal(),
+        action in prop::sample::select(Action::ALL.to_vec()),
+        what in arb_resource(),
+        mfa in any::<bool>(),
+    ) {
+        let ctx = Context { mfa_verified: mfa };
+        prop_assert_eq!(decide(&who, action, &what, &ctx).is_allowed(), oracle(&who, action, &what, mfa));
+    }
+
+    #[test]
+    fn admins_never_see_clinical_content(
+        who in arb_principal().prop_filter("admins", |p| matches!(p.role, Role::PracticeAdmin | Role::PlatformAdmin)),
+        what in arb_resource(),
+    ) {
+        let ctx = Context { mfa_verified: true };
+        for action in [Action::ReadRecord, Action::WriteRecord, Action::ReadProfile, Action::ReadAccessLog] {
+            prop_assert!(!decide(&who, action, &what, &ctx).is_allowed());
+        }
+    }
+}
+
+#[test]
+fn a_grant_carries_what_was_authorized() {
+    let ann = Principal {
+        user: user(1),
+        role: Role::Patient,
+        practice: None,
+    };
+    let ctx = Context { mfa_verified: false };
+    let own = PatientRef {
+        patient: user(1),
+        registered_at: Some(practice(1)),
+    };
+    let grant = authorize::<actions::ReadRecord>(&ann, own, &ctx).unwrap();
+    assert_eq!(grant.patient(), user(1));
+    assert_eq!(grant.reason(), Reason::PatientSelf);
+
+    let other = PatientRef {
+        patient: user(2),
+        registered_at: Some(practice(1)),
+    };
+    assert_eq!(
+        authorize::<actions::ReadRecord>(&ann, other, &ctx).unwrap_err(),
+        Denied {
+            reason: Reason::NotTheirPatient
+        }
+    );
+}
+
+#[test]
+fn moving_practice_moves_access() {
+    let ctx = Context { mfa_verified: true };
+    let old = Principal {
+        user: user(3),
+        role: Role::Clinician,
+        practice: Some(practice(1)),
+    };
+    let new = Principal {
+        user: user(2),
+        role: Role::Clinician,
+        practice: Some(practice(2)),
+    };
+    let moved = Resource::Patient(PatientRef {
+        patient: user(1),
+        registered_at: Some(practice(2)),
+    });
+    assert!(!decide(&old, Action::ReadRecord, &moved, &ctx).is_allowed());
+    assert!(decide(&new, Action::ReadRecord, &moved, &ctx).is_allowed());
+}

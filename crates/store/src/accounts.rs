@@ -1,0 +1,426 @@
+//! Accounts, sessions, recovery codes and one-time tokens.
+
+use confide_domain::identity::{Email, PersonName, Role};
+use confide_domain::{PracticeId, UserId};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Conflict, Result, Scope, Store, is_unique_violation, parse_col, parse_opt_col};
+
+/// Someone who can log in, with what login needs.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub practice: Option<PracticeId>,
+    pub password_hash: Option<String>,
+    pub totp_secret: Option<String>,
+    pub totp_enabled: bool,
+    pub disabled: bool,
+}
+
+pub struct NewUser<'a> {
+    pub id: UserId,
+    pub email: &'a Email,
+    pub name: &'a PersonName,
+    pub role: Role,
+    pub practice: Option<PracticeId>,
+    pub password_hash: Option<String>,
+    /// Patients only: YYYY-MM-DD.
+    pub date_of_birth: Option<String>,
+    pub at_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionRecord {
+    pub account: Account,
+    pub mfa_verified: bool,
+    pub csrf_token: String,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenPurpose {
+    PasswordReset,
+    StaffInvite,
+}
+
+impl TokenPurpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenPurpose::PasswordReset => "password_reset",
+            TokenPurpose::StaffInvite => "staff_invite",
+        }
+    }
+}
+
+/// A single-use token, stored by its hash. A reset names a user; an invite names who is to be created.
+#[derive(Clone, Debug)]
+pub struct OneTimeToken {
+    pub token_hash: String,
+    pub purpose: TokenPurpose,
+    pub user: Option<UserId>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub practice: Option<PracticeId>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+macro_rules! account_columns {
+    () => {
+        "u.id, u.email, u.name, u.role, u.practice_id, u.password_hash, u.totp_secret, u.totp_enabled, u.disabled_at"
+    };
+}
+
+fn account(row: &AnyRow) -> Result<Account> {
+    Ok(Account {
+        id: parse_col(row, "id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        role: parse_col(row, "role")?,
+        practice: parse_opt_col(row, "practice_id")?,
+        password_hash: row.try_get("password_hash")?,
+        totp_secret: row.try_get("totp_secret")?,
+        totp_enabled: row.try_get::<i64, _>("totp_enabled")? != 0,
+        disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
+    })
+}
+
+impl Store {
+    /// Creates an account; a patient's date of birth goes to the row-level-secured patients table.
+    pub async fn create_user(&self, u: NewUser<'_>) -> Result<Account> {
+        let id = u.id.to_string();
+        let mut tx = self
+            .write(Scope {
+                actor: Some(&id),
+                patient: Some(&id),
+                practice: None,
+            })
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, name, role, practice_id, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(u.email.as_str())
+        .bind(u.name.as_str())
+        .bind(u.role.as_str())
+        .bind(u.practice.map(|p| p.to_string()))
+        .bind(u.password_hash.clone())
+        .bind(u.at_ms)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(Conflict::EmailTaken.into()),
+            other => other?,
+        };
+        if let Some(dob) = &u.date_of_birth {
+            sqlx::query("INSERT INTO patients (user_id, date_of_birth) VALUES ($1, $2)")
+                .bind(&id)
+                .bind(dob)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Account {
+            id: u.id,
+            email: u.email.as_str().to_owned(),
+            name: u.name.as_str().to_owned(),
+            role: u.role,
+            practice: u.practice,
+            password_hash: u.password_hash,
+            totp_secret: None,
+            totp_enabled: false,
+            disabled: false,
+        })
+    }
+
+    pub async fn account_by_email(&self, email: &Email) -> Result<Option<Account>> {
+        self.account_where(
+            concat!("SELECT ", account_columns!(), " FROM users u WHERE u.email = $1"),
+            email.as_str(),
+        )
+        .await
+    }
+
+    pub async fn account(&self, id: UserId) -> Result<Option<Account>> {
+        self.account_where(
+            concat!("SELECT ", account_columns!(), " FROM users u WHERE u.id = $1"),
+            &id.to_string(),
+        )
+        .await
+    }
+
+    async fn account_where(&self, sql: &'static str, value: &str) -> Result<Option<Account>> {
+        let mut tx = self.read(Scope::default()).await?;
+        let row = sqlx::query(sql).bind(value).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(account).transpose()
+    }
+
+    async fn update_user(&self, sql: &'static str, user: UserId, value: Option<String>) -> Result<bool> {
+        let mut tx = self.write(Scope::default()).await?;
+        let done = sqlx::query(sql)
+            .bind(value)
+            .bind(user.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn set_password_hash(&self, user: UserId, hash: &str) -> Result<bool> {
+        self.update_user(
+            "UPDATE users SET password_hash = $1 WHERE id = $2",
+            user,
+            Some(hash.to_owned()),
+        )
+        .await
+    }
+
+    /// Stores a TOTP secret that is not yet confirmed; login keeps ignoring it until [`Store::enable_totp`].
+    pub async fn set_pending_totp_secret(&self, user: UserId, secret: &str) -> Result<bool> {
+        self.update_user(
+            "UPDATE users SET totp_secret = $1 WHERE id = $2 AND totp_enabled = 0",
+            user,
+            Some(secret.to_owned()),
+        )
+        .await
+    }
+
+    /// Turns TOTP on with `secret` and replaces the recovery codes, in one transaction.
+    pub async fn enable_totp(
+        &self,
+        user: UserId,
+        secret: &str,
+        recovery_code_hashes: &[String],
+    ) -> Result<()> {
+        let id = user.to_string();
+        let mut tx = self.write(Scope::default()).await?;
+        sqlx::query("UPDATE users SET totp_secret = $1, totp_enabled = 1 WHERE id = $2")
+            .bind(secret)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        for hash in recovery_code_hashes {
+            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                .bind(&id)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Spends a recovery code; true when it existed and was unused.
+    pub async fn consume_recovery_code(&self, user: UserId, code_hash: &str, at_ms: i64) -> Result<bool> {
+        let mut tx = self.write(Scope::default()).await?;
+        let done = sqlx::query(
+            "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+        )
+        .bind(at_ms)
+        .bind(user.to_string())
+        .bind(code_hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Disables an account and ends its sessions.
+    pub async fn disable_user(&self, user: UserId, at_ms: i64) -> Result<bool> {
+        let id = user.to_string();
+        let mut tx = self.write(Scope::default()).await?;
+        let done = sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
+            .bind(at_ms)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user: UserId,
+        mfa_verified: bool,
+        csrf_token: &str,
+        at_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write(Scope::default()).await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, mfa_verified, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_hash)
+        .bind(user.to_string())
+        .bind(i64::from(mfa_verified))
+        .bind(csrf_token)
+        .bind(at_ms)
+        .bind(expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A live session of an enabled account.
+    pub async fn session(&self, token_hash: &str, now_ms: i64) -> Result<Option<SessionRecord>> {
+        let mut tx = self.read(Scope::default()).await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            account_columns!(),
+            ", s.mfa_verified, s.csrf_token, s.expires_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL"
+        ))
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(|row| {
+            Ok(SessionRecord {
+                account: account(&row)?,
+                mfa_verified: row.try_get::<i64, _>("mfa_verified")? != 0,
+                csrf_token: row.try_get("csrf_token")?,
+                expires_at_ms: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn mark_session_mfa_verified(&self, token_hash: &str) -> Result<()> {
+        let mut tx = self.write(Scope::default()).await?;
+        sqlx::query("UPDATE sessions SET mfa_verified = 1 WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        let mut tx = self.write(Scope::default()).await?;
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Logs a user out everywhere; returns how many sessions ended.
+    pub async fn delete_user_sessions(&self, user: UserId) -> Result<u64> {
+        let mut tx = self.write(Scope::default()).await?;
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn create_token(&self, t: &OneTimeToken) -> Result<()> {
+        let mut tx = self.write(Scope::default()).await?;
+        sqlx::query(
+            "INSERT INTO one_time_tokens (token_hash, purpose, user_id, email, name, role, practice_id, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&t.token_hash)
+        .bind(t.purpose.as_str())
+        .bind(t.user.map(|u| u.to_string()))
+        .bind(t.email.clone())
+        .bind(t.name.clone())
+        .bind(t.role.map(|r| r.as_str()))
+        .bind(t.practice.map(|p| p.to_string()))
+        .bind(t.created_at_ms)
+        .bind(t.expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Spends a token: it is returned once, if it exists, has this purpose and has not expired.
+    pub async fn take_token(
+        &self,
+        token_hash: &str,
+        purpose: TokenPurpose,
+        now_ms: i64,
+    ) -> Result<Option<OneTimeToken>> {
+        let mut tx = self.write(Scope::default()).await?;
+        let spent = sqlx::query(
+            "UPDATE one_time_tokens SET used_at = $1 \
+             WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(now_ms)
+        .bind(token_hash)
+        .bind(purpose.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if spent.rows_affected() != 1 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT user_id, email, name, role, practice_id, created_at, expires_at \
+             FROM one_time_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(OneTimeToken {
+            token_hash: token_hash.to_owned(),
+            purpose,
+            user: parse_opt_col(&row, "user_id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+            role: parse_opt_col(&row, "role")?,
+            practice: parse_opt_col(&row, "practice_id")?,
+            created_at_ms: row.try_get("created_at")?,
+            expires_at_ms: row.try_get("expires_at")?,
+        }))
+    }
+
+    /// Staff and admins of one practice, for its admin.
+    pub async fn practice_staff(&self, practice: PracticeId) -> Result<Vec<Account>> {
+        let mut tx = self.read(Scope::default()).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM users u WHERE u.practice_id = $1 ORDER BY u.name, u.id"
+        ))
+        .bind(practice.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(account).collect()
+    }
+
+    /// How many accounts exist; the demo seeds only an empty store.
+    pub async fn count_users(&self) -> Result<i64> {
+        let mut tx = self.read(Scope::default()).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,254 @@
+//! Persistence for Confide on SQLite (the embedded default) and PostgreSQL (production), through one code
+//! path on sqlx's `Any` driver. Functions that touch patient data take a [`Grant`] from the access gate;
+//! on PostgreSQL they also set the grant's scope in the transaction, and row-level security hides
+//! every patient row outside it.
+//!
+//! [`Grant`]: confide_domain::policy::Grant
+
+mod accounts;
+mod audit;
+mod patients;
+mod practices;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+
+pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
+pub use audit::{AccessEntry, AuditLog};
+pub use patients::{Note, PatientProfile, PatientSummary, QueueEntry, Registration};
+pub use practices::{NewPractice, Practice};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Conflict(#[from] Conflict),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl,
+    #[error("the audit log could not be written: {0}")]
+    AuditUnavailable(String),
+}
+
+/// A write that the data as it stands refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("you are already registered with this practice or have asked to be")]
+    RegistrationExists,
+    #[error("this registration request was already decided")]
+    AlreadyDecided,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+}
+
+/// Whom the store acts as on PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The server: works as `confide_app`, subject to row-level security, and cannot edit the audit log.
+    App,
+    /// Maintenance from the CLI (audit verification): the connecting role itself.
+    Owner,
+}
+
+/// The patient data a transaction may see, taken from a grant.
+#[derive(Clone, Copy, Debug, Default)]
+struct Scope<'a> {
+    actor: Option<&'a str>,
+    patient: Option<&'a str>,
+    practice: Option<&'a str>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    reader: AnyPool,
+    /// SQLite allows one writer at a time; funnelling writes through one connection avoids lock-upgrade
+    /// failures between concurrent transactions. On PostgreSQL it is the same pool as `reader`.
+    writer: AnyPool,
+    audit: AuditLog,
+}
+
+fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/common");
+    if backend == Backend::Postgres {
+        let extra = sqlx::migrate!("./migrations/postgres");
+        let mut all = migrator.migrations.into_owned();
+        all.extend(extra.migrations.iter().cloned());
+        all.sort_by_key(|m| m.version);
+        migrator.migrations = all.into();
+    }
+    migrator
+}
+
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;";
+
+impl Store {
+    /// Connects, applies migrations, and starts the audit writer.
+    pub async fn open(url: &str, role: Role) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let setup = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers run beside the writer; it is a property of the file, so set once.
+            setup.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        migrator(backend).run(&setup).await?;
+        setup.close().await;
+
+        let (reader, writer) = match backend {
+            Backend::Sqlite => (
+                pool(url, backend, role, 8).await?,
+                pool(url, backend, role, 1).await?,
+            ),
+            Backend::Postgres => {
+                let p = pool(url, backend, role, 16).await?;
+                (p.clone(), p)
+            }
+        };
+        let audit = AuditLog::start(writer.clone(), backend);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                reader,
+                writer,
+                audit,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Waits for pending audit entries and closes every connection.
+    pub async fn close(&self) {
+        self.inner.audit.shutdown().await;
+        self.inner.reader.close().await;
+        self.inner.writer.close().await;
+    }
+
+    async fn begin(&self, pool: &AnyPool, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
+        let mut tx = pool.begin().await?;
+        if self.inner.backend == Backend::Postgres {
+            sqlx::query(
+                "SELECT set_config('confide.actor', $1, true), set_config('confide.patient', $2, true), \
+                 set_config('confide.practice', $3, true)",
+            )
+            .bind(scope.actor.unwrap_or_default())
+            .bind(scope.patient.unwrap_or_default())
+            .bind(scope.practice.unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(tx)
+    }
+
+    async fn read(&self, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
+        self.begin(&self.inner.reader, scope).await
+    }
+
+    async fn write(&self, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
+        self.begin(&self.inner.writer, scope).await
+    }
+
+    /// Runs one statement outside any scope, as the tests of row-level security need.
+    pub async fn unscoped_count(&self, table: UnscopedTable) -> Result<i64> {
+        let sql = match table {
+            UnscopedTable::Patients => "SELECT COUNT(*) FROM patients",
+            UnscopedTable::ClinicalNotes => "SELECT COUNT(*) FROM clinical_notes",
+            UnscopedTable::AuditLog => "SELECT COUNT(*) FROM audit_log",
+        };
+        let mut tx = self.read(Scope::default()).await?;
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+/// Tables that hold patient data, for [`Store::unscoped_count`].
+#[derive(Clone, Copy, Debug)]
+pub enum UnscopedTable {
+    Patients,
+    ClinicalNotes,
+    AuditLog,
+}
+
+async fn pool(url: &str, backend: Backend, role: Role, size: u32) -> Result<AnyPool> {
+    let options = AnyPoolOptions::new()
+        .max_connections(size)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                match (backend, role) {
+                    (Backend::Sqlite, _) => {
+                        conn.execute(SQLITE_PRAGMAS).await?;
+                    }
+                    (Backend::Postgres, Role::App) => {
+                        conn.execute("SET ROLE confide_app").await?;
+                    }
+                    (Backend::Postgres, Role::Owner) => {}
+                }
+                Ok(())
+            })
+        });
+    Ok(options.connect(url).await?)
+}
+
+fn parse_col<T: FromStr>(row: &AnyRow, col: &str) -> Result<T> {
+    let text: String = row.try_get(col)?;
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("column {col} holds {text:?}")))
+}
+
+fn parse_opt_col<T: FromStr>(row: &AnyRow, col: &str) -> Result<Option<T>> {
+    let text: Option<String> = row.try_get(col)?;
+    text.map(|t| {
+        t.parse()
+            .map_err(|_| StoreError::Corrupt(format!("column {col} holds {t:?}")))
+    })
+    .transpose()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+pub mod testing;
