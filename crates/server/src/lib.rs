@@ -1,1 +1,266 @@
+//! Confide's HTTP server: the JSON API, web pages and operational endpoints, on axum.
 
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod gate;
+pub mod mail;
+mod middleware;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use confide_store::Store;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{ServerConfig, SmtpConfig, SmtpSecurity};
+use error::ApiError;
+use mail::Mailer;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ServerConfig>,
+    pub clock: Arc<dyn Clock>,
+    pub mailer: Mailer,
+    pub throttle: Arc<auth::Throttle>,
+    metrics: PrometheusHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("master key {path}: {message}")]
+    MasterKey { path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] confide_store::StoreError),
+    #[error("mail: {0}")]
+    Mail(#[from] mail::MailError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The process-wide metrics recorder: `metrics` has one global recorder, shared by every app in a process.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Makes sure the master key exists (32 random bytes, readable by the owner only) and is well formed.
+fn ensure_master_key(path: &Path) -> Result<(), StartError> {
+    let err = |message: String| StartError::MasterKey {
+        path: path.display().to_string(),
+        message,
+    };
+    if !path.exists() {
+        use rand::RngCore;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| err(e.to_string()))?;
+        file.write_all(&key).map_err(|e| err(e.to_string()))?;
+        file.sync_all().map_err(|e| err(e.to_string()))?;
+    }
+    let len = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
+    if len != 32 {
+        return Err(err(format!("must hold exactly 32 bytes, holds {len}")));
+    }
+    Ok(())
+}
+
+/// A configured Confide, ready to serve.
+pub struct Confide {
+    state: AppState,
+}
+
+impl Confide {
+    /// Creates the data directory, applies migrations and opens the mail transport.
+    pub async fn open(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Confide, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        ensure_master_key(&config.master_key_path())?;
+        let store = Store::open(&config.database_url(), confide_store::Role::App).await?;
+        let mailer = Mailer::from_config(&config)?;
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+            clock,
+            mailer,
+            throttle: Arc::new(auth::Throttle::new()),
+            metrics: metrics_handle(),
+        };
+        Ok(Confide { state })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn router(&self) -> Router {
+        let (api, openapi) = api::routes().split_for_parts();
+        let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
+        let ops = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(render_metrics))
+            .route(
+                "/api/v1/openapi.json",
+                get(move || {
+                    let body = openapi_json.clone();
+                    async move {
+                        (
+                            [(header::CONTENT_TYPE, "application/json")],
+                            body.as_str().to_owned(),
+                        )
+                    }
+                }),
+            );
+        Router::new()
+            .merge(api)
+            .merge(ops)
+            .fallback(|| async { ApiError::NotFound })
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                middleware::refuse_cross_site,
+            ))
+            .layer(axum::middleware::from_fn(middleware::record_metrics))
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+            .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
+            .layer(security_header(
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ))
+            .layer(CatchPanicLayer::custom(|_| {
+                tracing::error!("a handler panicked");
+                ApiError::Unavailable("internal error".into()).into_response()
+            }))
+            .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+                REQUEST_ID_HEADER,
+            )))
+            .layer(TraceLayer::new_for_http())
+            .layer(SetRequestIdLayer::new(
+                HeaderName::from_static(REQUEST_ID_HEADER),
+                MakeRequestUuid,
+            ))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then waits for open requests and the audit log.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        self.state.store.close().await;
+        result
+    }
+}
+
+fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.ping().await?;
+    Ok("ok")
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// A server running in the background: for tests and benchmarks.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes open requests, and flushes the audit log.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Opens Confide with `config` and serves it on `config.listen` in the background.
+pub async fn spawn(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
+    let addr = config.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let confide = Confide::open(config, clock).await?;
+    let state = confide.state().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(confide.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        task,
+    })
+}

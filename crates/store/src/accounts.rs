@@ -37,7 +37,6 @@ pub struct NewUser<'a> {
 pub struct SessionRecord {
     pub account: Account,
     pub mfa_verified: bool,
-    pub csrf_token: String,
     pub expires_at_ms: i64,
 }
 
@@ -258,19 +257,17 @@ impl Store {
         token_hash: &str,
         user: UserId,
         mfa_verified: bool,
-        csrf_token: &str,
         at_ms: i64,
         expires_at_ms: i64,
     ) -> Result<()> {
         let mut tx = self.write(Scope::default()).await?;
         sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, mfa_verified, csrf_token, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sessions (token_hash, user_id, mfa_verified, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash)
         .bind(user.to_string())
         .bind(i64::from(mfa_verified))
-        .bind(csrf_token)
         .bind(at_ms)
         .bind(expires_at_ms)
         .execute(&mut *tx)
@@ -285,7 +282,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             account_columns!(),
-            ", s.mfa_verified, s.csrf_token, s.expires_at \
+            ", s.mfa_verified, s.expires_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL"
         ))
@@ -298,7 +295,6 @@ impl Store {
             Ok(SessionRecord {
                 account: account(&row)?,
                 mfa_verified: row.try_get::<i64, _>("mfa_verified")? != 0,
-                csrf_token: row.try_get("csrf_token")?,
                 expires_at_ms: row.try_get("expires_at")?,
             })
         })

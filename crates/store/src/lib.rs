@@ -188,6 +188,13 @@ impl Store {
         self.begin(&self.inner.writer, scope).await
     }
 
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.inner.reader.acquire().await?;
+        conn.execute("SELECT 1").await?;
+        Ok(())
+    }
+
     /// Runs one statement outside any scope, as the tests of row-level security need.
     pub async fn unscoped_count(&self, table: UnscopedTable) -> Result<i64> {
         let sql = match table {
@@ -230,6 +237,11 @@ async fn pool(url: &str, backend: Backend, role: Role, size: u32) -> Result<AnyP
             })
         });
     Ok(options.connect(url).await?)
+}
+
+/// The URL of a SQLite database file, created if missing.
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
 }
 
 fn parse_col<T: FromStr>(row: &AnyRow, col: &str) -> Result<T> {

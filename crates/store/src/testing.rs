@@ -1,8 +1,6 @@
 //! Fresh databases for tests: a SQLite file in a temporary directory always, and a new PostgreSQL
 //! database when `CONFIDE_TEST_DATABASE_URL` names a server (as CI does).
 
-use std::path::Path;
-
 use sqlx::{Connection, Executor};
 
 /// The variable that names the PostgreSQL server tests may create databases on.
@@ -24,7 +22,7 @@ impl TestDatabase {
     /// A SQLite database file in a new temporary directory.
     pub fn sqlite() -> TestDatabase {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let url = sqlite_url(&dir.path().join("confide.db"));
+        let url = crate::sqlite_url(&dir.path().join("confide.db"));
         TestDatabase {
             url,
             backend: crate::Backend::Sqlite,
@@ -91,11 +89,6 @@ impl Drop for TestDatabase {
             }
         }
     }
-}
-
-/// The URL of a SQLite file, created if missing.
-pub fn sqlite_url(path: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", path.display())
 }
 
 /// `server` with its database name replaced by `name`.

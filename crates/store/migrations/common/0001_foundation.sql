@@ -56,7 +56,6 @@ CREATE TABLE sessions (
     token_hash   TEXT PRIMARY KEY,
     user_id      TEXT NOT NULL REFERENCES users(id),
     mfa_verified BIGINT NOT NULL,
-    csrf_token   TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
     expires_at   BIGINT NOT NULL
 );

@@ -1,0 +1,53 @@
+//! The JSON API under `/api/v1`, and the OpenAPI document that describes every route of it.
+
+pub mod auth;
+pub mod patients;
+pub mod practices;
+pub mod registrations;
+
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Confide API", description = "Telehealth for GP practices. Every access to patient data is \
+        decided by one access gate and recorded in a tamper-evident audit log. A resource the caller may not \
+        see answers 404, exactly like one that does not exist. Errors are `{\"error\": {\"code\", \"message\"}}`. \
+        Authentication is the `confide_session` cookie set by `POST /api/v1/auth/login`; state-changing requests \
+        must be JSON and same-origin."),
+    tags((name = "auth"), (name = "practices"), (name = "registrations"), (name = "patients"))
+)]
+struct ApiDoc;
+
+/// Every API route, with its OpenAPI description.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::signup_handler))
+        .routes(routes!(auth::login_handler))
+        .routes(routes!(auth::logout_handler))
+        .routes(routes!(auth::logout_everywhere_handler))
+        .routes(routes!(auth::me_handler))
+        .routes(routes!(auth::totp_setup_handler))
+        .routes(routes!(auth::totp_confirm_handler))
+        .routes(routes!(auth::password_reset_handler))
+        .routes(routes!(auth::password_reset_confirm_handler))
+        .routes(routes!(auth::accept_invite_handler))
+        .routes(routes!(practices::search_handler, practices::create_handler))
+        .routes(routes!(practices::get_handler))
+        .routes(routes!(practices::invite_handler))
+        .routes(routes!(practices::queue_handler))
+        .routes(routes!(practices::patients_handler))
+        .routes(routes!(
+            registrations::request_handler,
+            registrations::mine_handler
+        ))
+        .routes(routes!(registrations::accept_handler))
+        .routes(routes!(registrations::decline_handler))
+        .routes(routes!(patients::profile_handler))
+        .routes(routes!(patients::record_handler))
+        .routes(routes!(patients::add_note_handler))
+        .routes(routes!(patients::access_log_handler))
+}

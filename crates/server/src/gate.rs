@@ -1,0 +1,110 @@
+//! Asking the access gate from a request: every decision, yes or no, is written to the audit log before
+//! the request goes on, and a no is answered exactly like a resource that does not exist.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use confide_domain::audit::{AuditEvent, Outcome};
+use confide_domain::policy::{Action, Grant, GuardedAction, Resource, authorize};
+
+use crate::AppState;
+use crate::auth::Session;
+use crate::error::ApiError;
+
+/// The id tower-http gave this request, carried into the audit log.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts
+            .headers
+            .get(crate::REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        Ok(RequestId(id))
+    }
+}
+
+impl AppState {
+    /// Appends an audit entry and waits until it is durable.
+    pub async fn record(&self, event: AuditEvent) -> Result<i64, ApiError> {
+        Ok(self.store.audit().append(event).await?)
+    }
+
+    /// An audit event by `session`'s user; callers fill in the resource and subject where there is one.
+    pub fn event(
+        &self,
+        session: Option<&Session>,
+        action: &str,
+        outcome: Outcome,
+        reason: &str,
+        request: &RequestId,
+    ) -> AuditEvent {
+        AuditEvent {
+            at_ms: self.clock.now_ms(),
+            actor: session.map(|s| s.account().id),
+            actor_role: session.map(|s| s.account().role),
+            action: action.to_owned(),
+            resource: String::new(),
+            subject_patient: None,
+            outcome,
+            reason: reason.to_owned(),
+            request_id: request.0.clone(),
+        }
+    }
+
+    /// Asks the gate whether `session` may do `A` to `on`, and records the answer.
+    pub async fn authorize<A: GuardedAction>(
+        &self,
+        session: &Session,
+        on: A::On,
+        request: &RequestId,
+    ) -> Result<Grant<A>, ApiError> {
+        let decision = authorize::<A>(&session.principal(), on, &session.context());
+        let resource: Resource = on.into();
+        let (outcome, reason) = match &decision {
+            Ok(grant) => (Outcome::Allowed, grant.reason()),
+            Err(denied) => (Outcome::Denied, denied.reason),
+        };
+        let event = AuditEvent {
+            resource: resource.audit_label(),
+            subject_patient: resource.subject_patient(),
+            ..self.event(
+                Some(session),
+                A::ACTION.as_str(),
+                outcome,
+                reason.as_str(),
+                request,
+            )
+        };
+        self.record(event).await?;
+        decision.map_err(|_| ApiError::NotFound)
+    }
+
+    /// Records an attempt on something that does not exist, and answers as for a denial.
+    pub async fn not_found(
+        &self,
+        session: &Session,
+        action: Action,
+        resource: String,
+        request: &RequestId,
+    ) -> ApiError {
+        let event = AuditEvent {
+            resource,
+            ..self.event(
+                Some(session),
+                action.as_str(),
+                Outcome::Denied,
+                "not_found",
+                request,
+            )
+        };
+        match self.record(event).await {
+            Ok(_) => ApiError::NotFound,
+            Err(e) => e,
+        }
+    }
+}
