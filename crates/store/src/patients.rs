@@ -322,7 +322,7 @@ impl Store {
         let mut tx = self.read(Scope::default()).await?;
         let rows = sqlx::query(concat!(
             registration_select!(),
-            " WHERE r.patient_id = $1 ORDER BY r.requested_at DESC, r.id"
+            " WHERE r.patient_id = $1 ORDER BY r.requested_at DESC, r.id DESC"
         ))
         .bind(grant.patient().to_string())
         .fetch_all(&mut *tx)

@@ -1,0 +1,8 @@
+//! The JSON API, exercised over HTTP against the real app on 127.0.0.1 with its own data directory.
+
+mod accounts;
+mod cross_user;
+mod helpers;
+mod input;
+mod operations;
+mod registrations;
