@@ -298,3 +298,25 @@ fn backends_are_told_apart_by_url() {
     assert_eq!(Backend::from_url("postgres://h/db").unwrap(), Backend::Postgres);
     assert!(Backend::from_url("mysql://h/db").is_err());
 }
+
+#[tokio::test]
+async fn on_postgres_the_server_role_cannot_edit_or_delete_audit_entries() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let store = Store::open(&db.url, StoreRole::App).await.unwrap();
+    store.audit().append(event(1, None, None)).await.unwrap();
+    store.close().await;
+
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    conn.execute("SET ROLE confide_app").await.unwrap();
+    for tamper in [
+        "UPDATE audit_log SET reason = 'x'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let err = conn.execute(tamper).await.expect_err(tamper);
+        assert!(err.to_string().contains("permission denied"), "{tamper}: {err}");
+    }
+}
