@@ -89,10 +89,24 @@ fn totp(secret_b32: &str, account: &str) -> Option<TOTP> {
     .ok()
 }
 
-/// Whether `code` is the current TOTP code for `secret_b32` (one step of clock drift allowed).
-pub fn totp_matches(secret_b32: &str, code: &str, now_secs: u64) -> bool {
+const TOTP_STEP_SECS: u64 = 30;
+
+/// The time step whose code `code` is, if it is the current one for `secret_b32` or one step either side
+/// (clock drift). Callers spend the step so that the same code does not work twice.
+pub fn totp_step(secret_b32: &str, code: &str, now_secs: u64) -> Option<u64> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    code.len() == 6 && totp(secret_b32, "").is_some_and(|t| t.check(&code, now_secs))
+    if code.len() != 6 {
+        return None;
+    }
+    let totp = totp(secret_b32, "")?;
+    let now_step = now_secs / TOTP_STEP_SECS;
+    [now_step.saturating_sub(1), now_step, now_step + 1]
+        .into_iter()
+        .find(|step| constant_time_eq(totp.generate(step * TOTP_STEP_SECS).as_bytes(), code.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The current code, as an authenticator app would show it.
@@ -307,10 +321,10 @@ mod tests {
     fn totp_codes_match_their_secret_and_time() {
         let secret = new_totp_secret();
         let code = totp_code(&secret, 1_800_000_000).unwrap();
-        assert!(totp_matches(&secret, &code, 1_800_000_000));
-        assert!(totp_matches(&secret, &code, 1_800_000_030));
-        assert!(!totp_matches(&secret, &code, 1_800_000_300));
-        assert!(!totp_matches(&secret, "12345", 1_800_000_000));
+        assert_eq!(totp_step(&secret, &code, 1_800_000_000), Some(60_000_000));
+        assert_eq!(totp_step(&secret, &code, 1_800_000_030), Some(60_000_000));
+        assert_eq!(totp_step(&secret, &code, 1_800_000_300), None);
+        assert_eq!(totp_step(&secret, "12345", 1_800_000_000), None);
     }
 
     #[test]

@@ -220,6 +220,20 @@ impl Store {
         Ok(())
     }
 
+    /// Spends a TOTP time step; false when it (or a later one) was already used, which stops replays.
+    pub async fn consume_totp_step(&self, user: UserId, step: i64) -> Result<bool> {
+        let mut tx = self.write(Scope::default()).await?;
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+        )
+        .bind(step)
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Spends a recovery code; true when it existed and was unused.
     pub async fn consume_recovery_code(&self, user: UserId, code_hash: &str, at_ms: i64) -> Result<bool> {
         let mut tx = self.write(Scope::default()).await?;

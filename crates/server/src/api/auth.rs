@@ -222,7 +222,10 @@ pub async fn login(
             });
         };
         let secret = account.totp_secret.as_deref().unwrap_or_default();
-        let by_app = auth::totp_matches(secret, code, (now / 1000) as u64);
+        let by_app = match auth::totp_step(secret, code, (now / 1000) as u64) {
+            Some(step) => state.store.consume_totp_step(account.id, step as i64).await?,
+            None => false,
+        };
         let by_recovery = !by_app
             && state
                 .store
@@ -390,7 +393,8 @@ pub async fn totp_confirm(
             "Start setting up an authenticator app first.",
         ));
     };
-    if !auth::totp_matches(secret, code, (state.clock.now_ms() / 1000) as u64) {
+    let step = auth::totp_step(secret, code, (state.clock.now_ms() / 1000) as u64);
+    if step.is_none() {
         return Err(ApiError::bad_request(
             "invalid_mfa_code",
             "That code is not valid. Check your app's time.",
@@ -399,6 +403,9 @@ pub async fn totp_confirm(
     let codes = auth::new_recovery_codes();
     let hashes: Vec<String> = codes.iter().map(|c| auth::token_hash(c)).collect();
     state.store.enable_totp(account.id, secret, &hashes).await?;
+    if let Some(step) = step {
+        state.store.consume_totp_step(account.id, step as i64).await?;
+    }
     state.store.mark_session_mfa_verified(&session.token_hash).await?;
     let event = AuditEvent {
         resource: format!("user:{}", account.id),

@@ -350,3 +350,22 @@ async fn a_practice_admin_invites_staff_by_email() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_authenticator_code_works_only_once() {
+    let app = TestApp::spawn().await;
+    let practice = app.practice("Riverside").await;
+    let gp = app.user(Role::Clinician, Some(practice), true).await;
+    let code = auth::totp_code(gp.totp_secret.as_ref().unwrap(), app.now_secs()).unwrap();
+    let login = json!({"email": gp.email, "password": PASSWORD, "totp": code});
+    assert_eq!(
+        app.anonymous().post("/api/v1/auth/login", login.clone()).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = app.anonymous().post("/api/v1/auth/login", login).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_mfa_code"))
+    );
+    app.stop().await;
+}

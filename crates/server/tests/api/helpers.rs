@@ -146,14 +146,20 @@ impl TestApp {
         client
     }
 
-    /// The emails written to the outbox so far, decoded.
+    /// The emails written to the outbox so far, decoded, oldest first.
     pub fn outbox(&self) -> Vec<String> {
         let Ok(dir) = std::fs::read_dir(self.dir.path().join("outbox")) else {
             return Vec::new();
         };
-        dir.filter_map(|e| e.ok())
+        let mut files: Vec<_> = dir
+            .filter_map(|e| e.ok())
             .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|(_, path)| std::fs::read_to_string(path).ok())
             .map(|raw| decode_quoted_printable(&raw))
             .collect()
     }
@@ -163,6 +169,7 @@ impl TestApp {
         let mail = self
             .outbox()
             .into_iter()
+            .rev()
             .find(|m| m.contains(to))
             .expect("an email to the address");
         let start = mail.find("token=").expect("a link with a token") + "token=".len();

@@ -18,6 +18,8 @@ CREATE TABLE users (
     password_hash TEXT,
     totp_secret   TEXT,
     totp_enabled  BIGINT NOT NULL DEFAULT 0,
+    -- The last TOTP time step accepted, so that a code cannot be used twice.
+    totp_last_step BIGINT,
     disabled_at   BIGINT,
     created_at    BIGINT NOT NULL,
     CHECK ((role IN ('clinician', 'practice_admin')) = (practice_id IS NOT NULL))
