@@ -204,7 +204,7 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                     }
                     let own = is_patient && me == patient;
                     let their_clinician =
-                        role == Role::Clinician && model.registered_at(patient).is_some_and(|p| works_at(p));
+                        role == Role::Clinician && model.registered_at(patient).is_some_and(works_at);
                     match endpoint.path {
                         "/api/v1/patients/{id}" | "/api/v1/patients/{id}/record" => {
                             allowed(own || their_clinician, Ok)
