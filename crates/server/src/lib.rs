@@ -9,6 +9,7 @@ pub mod extract;
 pub mod gate;
 pub mod mail;
 mod middleware;
+mod pages;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -162,7 +163,8 @@ impl Confide {
         Router::new()
             .merge(api)
             .merge(ops)
-            .fallback(|| async { ApiError::NotFound })
+            .merge(pages::routes(&self.state))
+            .fallback(pages::fallback)
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(axum::middleware::from_fn_with_state(
                 self.state.clone(),

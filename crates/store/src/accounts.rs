@@ -367,13 +367,42 @@ impl Store {
         Ok(())
     }
 
-    /// Spends a token: it is returned once, if it exists, has this purpose and has not expired.
-    pub async fn take_token(
+    /// A live token, without spending it: to check what it is for before acting on it.
+    pub async fn token(
         &self,
         token_hash: &str,
         purpose: TokenPurpose,
         now_ms: i64,
     ) -> Result<Option<OneTimeToken>> {
+        let mut tx = self.read(Scope::default()).await?;
+        let row = sqlx::query(
+            "SELECT user_id, email, name, role, practice_id, created_at, expires_at FROM one_time_tokens \
+             WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(purpose.as_str())
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(|row| {
+            Ok(OneTimeToken {
+                token_hash: token_hash.to_owned(),
+                purpose,
+                user: parse_opt_col(&row, "user_id")?,
+                email: row.try_get("email")?,
+                name: row.try_get("name")?,
+                role: parse_opt_col(&row, "role")?,
+                practice: parse_opt_col(&row, "practice_id")?,
+                created_at_ms: row.try_get("created_at")?,
+                expires_at_ms: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Spends a token; true once, if it exists, has this purpose and has not expired.
+    pub async fn spend_token(&self, token_hash: &str, purpose: TokenPurpose, now_ms: i64) -> Result<bool> {
         let mut tx = self.write(Scope::default()).await?;
         let spent = sqlx::query(
             "UPDATE one_time_tokens SET used_at = $1 \
@@ -384,29 +413,8 @@ impl Store {
         .bind(purpose.as_str())
         .execute(&mut *tx)
         .await?;
-        if spent.rows_affected() != 1 {
-            tx.commit().await?;
-            return Ok(None);
-        }
-        let row = sqlx::query(
-            "SELECT user_id, email, name, role, practice_id, created_at, expires_at \
-             FROM one_time_tokens WHERE token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_one(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(Some(OneTimeToken {
-            token_hash: token_hash.to_owned(),
-            purpose,
-            user: parse_opt_col(&row, "user_id")?,
-            email: row.try_get("email")?,
-            name: row.try_get("name")?,
-            role: parse_opt_col(&row, "role")?,
-            practice: parse_opt_col(&row, "practice_id")?,
-            created_at_ms: row.try_get("created_at")?,
-            expires_at_ms: row.try_get("expires_at")?,
-        }))
+        Ok(spent.rows_affected() == 1)
     }
 
     /// Staff and admins of one practice, for its admin.

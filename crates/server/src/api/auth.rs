@@ -279,10 +279,16 @@ pub async fn login_handler(
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     responses((status = 204, description = "This session ended")))]
 pub async fn logout_handler(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    logout(&state, &caller).await?;
+    Ok(clear_cookie(&state, StatusCode::NO_CONTENT))
+}
+
+/// Ends the caller's session, if any.
+pub async fn logout(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     if let Some(session) = &caller.0 {
         state.store.delete_session(&session.token_hash).await?;
     }
-    Ok(clear_cookie(&state, StatusCode::NO_CONTENT))
+    Ok(())
 }
 
 pub fn clear_cookie(state: &AppState, status: StatusCode) -> Response {
@@ -347,8 +353,15 @@ pub async fn totp_setup(state: &AppState, session: &Session) -> Result<TotpSetup
             "An authenticator app is already set up for this account.",
         ));
     }
-    let secret = auth::new_totp_secret();
-    state.store.set_pending_totp_secret(account.id, &secret).await?;
+    // A secret shown but not yet confirmed is shown again: the person may already have added it to their app.
+    let secret = match state.store.account(account.id).await?.and_then(|a| a.totp_secret) {
+        Some(pending) => pending,
+        None => {
+            let fresh = auth::new_totp_secret();
+            state.store.set_pending_totp_secret(account.id, &fresh).await?;
+            fresh
+        }
+    };
     let otpauth_url = auth::totp_url(&secret, &account.email)
         .ok_or_else(|| ApiError::Unavailable("TOTP secret could not be used".into()))?;
     Ok(TotpSetup { secret, otpauth_url })
@@ -481,22 +494,20 @@ pub async fn request_password_reset(
          within an hour:\n\n{link}\n\nIf it was not you, ignore this email: your password stays as it is.\n",
         account.name
     );
-    state
+    // A failure is logged, not answered: a different answer for existing accounts would tell who has one.
+    let sent = state
         .mailer
         .send(&account.email, "Reset your Confide password", body)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .await;
+    if let Err(e) = &sent {
+        tracing::error!(error = %e, user = %account.id, "could not email a password reset link");
+    }
+    let reason = if sent.is_ok() { "emailed" } else { "email_failed" };
     let event = AuditEvent {
         actor: Some(account.id),
         actor_role: Some(account.role),
         resource: format!("user:{}", account.id),
-        ..state.event(
-            None,
-            "password.reset.request",
-            Outcome::Allowed,
-            "emailed",
-            request,
-        )
+        ..state.event(None, "password.reset.request", Outcome::Allowed, reason, request)
     };
     state.record(event).await?;
     Ok(())
@@ -527,7 +538,8 @@ fn invalid_token() -> ApiError {
     )
 }
 
-/// Sets a new password from an emailed token and ends every session of the account.
+/// Sets a new password from an emailed token and ends every session of the account. The password is
+/// checked before the token is spent, so a refused password does not cost the person their link.
 pub async fn confirm_password_reset(
     state: &AppState,
     token: &str,
@@ -536,14 +548,21 @@ pub async fn confirm_password_reset(
 ) -> Result<(), ApiError> {
     let now = state.clock.now_ms();
     let hash = auth::token_hash(token.trim());
-    let spent = state
+    let found = state
         .store
-        .take_token(&hash, TokenPurpose::PasswordReset, now)
+        .token(&hash, TokenPurpose::PasswordReset, now)
         .await?
         .ok_or_else(invalid_token)?;
-    let user = spent.user.ok_or_else(invalid_token)?;
+    let user = found.user.ok_or_else(invalid_token)?;
     let account = state.store.account(user).await?.ok_or_else(invalid_token)?;
     let password = NewPassword::parse(password, &[&account.name, &account.email])?;
+    if !state
+        .store
+        .spend_token(&hash, TokenPurpose::PasswordReset, now)
+        .await?
+    {
+        return Err(invalid_token());
+    }
     state
         .store
         .set_password_hash(user, &auth::hash_password(&password))
@@ -577,7 +596,8 @@ pub struct InviteAccept {
     pub password: String,
 }
 
-/// Creates the staff account an invitation names. It must set up a second factor at first login.
+/// Creates the staff account an invitation names. It must set up a second factor at first login. The
+/// password is checked before the invitation is spent.
 pub async fn accept_invite(
     state: &AppState,
     token: &str,
@@ -585,17 +605,25 @@ pub async fn accept_invite(
     request: &RequestId,
 ) -> Result<Me, ApiError> {
     let now = state.clock.now_ms();
-    let spent = state
+    let hash = auth::token_hash(token.trim());
+    let invite = state
         .store
-        .take_token(&auth::token_hash(token.trim()), TokenPurpose::StaffInvite, now)
+        .token(&hash, TokenPurpose::StaffInvite, now)
         .await?
         .ok_or_else(invalid_token)?;
-    let (Some(email), Some(name), Some(role)) = (spent.email, spent.name, spent.role) else {
+    let (Some(email), Some(name), Some(role)) = (invite.email, invite.name, invite.role) else {
         return Err(invalid_token());
     };
     let email = Email::parse(&email)?;
     let name = PersonName::parse(&name)?;
     let password = NewPassword::parse(password, &[name.as_str(), email.as_str()])?;
+    if !state
+        .store
+        .spend_token(&hash, TokenPurpose::StaffInvite, now)
+        .await?
+    {
+        return Err(invalid_token());
+    }
     let account = state
         .store
         .create_user(NewUser {
@@ -603,7 +631,7 @@ pub async fn accept_invite(
             email: &email,
             name: &name,
             role,
-            practice: spent.practice,
+            practice: invite.practice,
             password_hash: Some(auth::hash_password(&password)),
             date_of_birth: None,
             at_ms: now,

@@ -78,12 +78,12 @@ pub async fn get_handler(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<PracticeView>, ApiError> {
-    let practice = state
-        .store
-        .practice(PracticeId::from_uuid(id))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(axum::Json(practice.into()))
+    Ok(axum::Json(get(&state, PracticeId::from_uuid(id)).await?))
+}
+
+/// One practice from the public directory.
+pub async fn get(state: &AppState, id: PracticeId) -> Result<PracticeView, ApiError> {
+    Ok(state.store.practice(id).await?.ok_or(ApiError::NotFound)?.into())
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -1,0 +1,419 @@
+//! Server-rendered HTML pages for people using a browser. They call the same service functions as the
+//! JSON API, so every access to patient data goes through the access gate and the audit log.
+
+mod account;
+mod csrf;
+mod home;
+mod patient;
+mod practice;
+
+use std::borrow::Cow;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::extract::rejection::QueryRejection;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::AppState;
+use crate::auth::{Caller, Session};
+use crate::error::ApiError;
+use csrf::CsrfToken;
+
+const STYLESHEET: &str = include_str!("../../static/confide.css");
+
+/// Every page route, and the stylesheet they share. The CSRF cookie's Secure flag follows `state`'s
+/// configuration.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let pages = Router::new()
+        .route("/", get(account::landing))
+        .route("/signup", get(account::signup_form).post(account::signup))
+        .route("/login", get(account::login_form).post(account::login))
+        .route("/logout", post(account::logout))
+        .route("/logout-everywhere", post(account::logout_everywhere))
+        .route("/mfa/setup", get(account::mfa_form).post(account::mfa_confirm))
+        .route("/reset-password", get(account::reset_form).post(account::reset))
+        .route("/invite", get(account::invite_form).post(account::invite))
+        .route("/home", get(home::home))
+        .route("/record", get(patient::record))
+        .route("/access-log", get(patient::access_log))
+        .route("/practices", get(patient::practices))
+        .route("/practices/register", post(patient::register))
+        .route("/practice/queue", get(practice::queue).post(practice::decide))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::ensure_cookie,
+        ))
+        // Pages show personal data: no browser or proxy may keep a copy.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    Router::new()
+        .route("/static/confide.css", get(stylesheet))
+        .merge(pages)
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+}
+
+/// Unknown paths: the API keeps its JSON answer, everything else gets the HTML page.
+pub async fn fallback(uri: Uri) -> Response {
+    let path = uri.path();
+    if path == "/api" || path.starts_with("/api/") {
+        ApiError::NotFound.into_response()
+    } else {
+        PageError::NotFound.into_response()
+    }
+}
+
+/// What the shared layout shows: who is logged in, with the token their logout form carries, and a
+/// one-line notice about what just happened.
+pub struct Layout {
+    user: Option<String>,
+    csrf: String,
+    guest_links: bool,
+    notice: Option<&'static str>,
+}
+
+impl Layout {
+    fn new(session: Option<&Session>, csrf: &CsrfToken) -> Layout {
+        Layout {
+            user: session.map(|s| s.account().name.clone()),
+            csrf: csrf.0.clone(),
+            guest_links: true,
+            notice: None,
+        }
+    }
+
+    /// For error pages, which know nothing about the person.
+    fn bare() -> Layout {
+        Layout {
+            user: None,
+            csrf: String::new(),
+            guest_links: false,
+            notice: None,
+        }
+    }
+
+    fn with_notice(mut self, notice: &NoticeQuery) -> Layout {
+        self.notice = notice_text(&notice.notice);
+        self
+    }
+}
+
+/// `?notice=` after a redirect. Only these fixed keys are shown, so nothing from the URL is reflected.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct NoticeQuery {
+    notice: String,
+}
+
+fn notice_text(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "requested" => "Your request was sent. The practice will accept or decline it.",
+        "accepted" => "Registration accepted.",
+        "declined" => "Registration declined.",
+        "logged_out" => "You are logged out.",
+        "logged_out_everywhere" => "You are logged out on every device.",
+        "password_changed" => "Your password was changed. Log in with your new password.",
+        "invite_accepted" => "Your account is ready. Log in to set up your authenticator app.",
+        _ => return None,
+    })
+}
+
+/// Why a page could not be shown.
+#[derive(Debug)]
+pub enum PageError {
+    /// Logged out, or not yet enrolled in a second factor: go there first.
+    Redirect(&'static str),
+    /// A malformed request; the message is for people.
+    BadRequest(String),
+    /// A form without the right CSRF token.
+    Forbidden,
+    /// Unknown, or not the caller's: the same page either way.
+    NotFound,
+    /// A dependency failed; the detail goes to the log only.
+    Unavailable(String),
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound | ApiError::MethodNotAllowed => PageError::NotFound,
+            ApiError::Unavailable(detail) => PageError::Unavailable(detail),
+            ApiError::Unauthorized {
+                code: "login_required",
+                ..
+            } => PageError::Redirect("/login"),
+            ApiError::CrossSite => PageError::Forbidden,
+            other => PageError::BadRequest(sentence(&other.public_message())),
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    layout: Layout,
+    title: &'static str,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            PageError::Redirect(to) => return Redirect::to(to).into_response(),
+            PageError::BadRequest(message) => (
+                StatusCode::BAD_REQUEST,
+                "Something was wrong with that request",
+                message,
+            ),
+            PageError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "That form has expired",
+                "For your safety we did not accept it. Go back, reload the page and try again.".to_owned(),
+            ),
+            PageError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Page not found",
+                "There is nothing here, or it is not yours to see. Check the address, or go to the start page."
+                    .to_owned(),
+            ),
+            PageError::Unavailable(detail) => {
+                tracing::error!(%detail, "page failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Confide is unavailable right now",
+                    "Nothing was lost. Please try again in a minute.".to_owned(),
+                )
+            }
+        };
+        let page = ErrorPage {
+            layout: Layout::bare(),
+            title,
+            message,
+        };
+        (status, page).into_response()
+    }
+}
+
+/// A problem with what was entered: shown above the form and next to the field it is about.
+#[derive(Default)]
+pub struct Problem {
+    message: Option<String>,
+    field: Option<&'static str>,
+}
+
+impl Problem {
+    fn none() -> Problem {
+        Problem::default()
+    }
+
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// The message, for the field it is about.
+    pub fn text(&self) -> &str {
+        self.message.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the problem is about the field named `field`.
+    pub fn on(&self, field: &str) -> bool {
+        self.field == Some(field)
+    }
+}
+
+/// Splits a service's error into a problem the form shows (with its status) and a failure that gets a
+/// page of its own.
+fn problem(e: ApiError) -> Result<(StatusCode, Problem), PageError> {
+    let field = match e.code() {
+        "invalid_name" => Some("name"),
+        "invalid_email" | "email_taken" => Some("email"),
+        "invalid_date_of_birth" => Some("date_of_birth"),
+        "weak_password" => Some("password"),
+        "mfa_required" | "invalid_mfa_code" => Some("code"),
+        "invalid_query" => Some("q"),
+        "not_found" | "unavailable" | "login_required" | "cross_site_request" | "method_not_allowed" => {
+            return Err(e.into());
+        }
+        _ => None,
+    };
+    Ok((
+        e.status(),
+        Problem {
+            message: Some(sentence(&e.public_message())),
+            field,
+        },
+    ))
+}
+
+/// Service messages are written lower-case for the API; pages show them as sentences.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => return String::new(),
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+/// Query parameters; an address whose query cannot be read gets the bad-request page.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(PageError))]
+pub struct PageQuery<T>(pub T);
+
+impl From<QueryRejection> for PageError {
+    fn from(_: QueryRejection) -> Self {
+        PageError::BadRequest("The address could not be read.".to_owned())
+    }
+}
+
+/// Anyone, logged in or not.
+pub struct Viewer(Caller);
+
+impl Viewer {
+    fn session(&self) -> Option<&Session> {
+        self.0.0.as_ref()
+    }
+
+    fn require(&self) -> Result<&Session, PageError> {
+        self.session().ok_or(PageError::Redirect("/login"))
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Viewer(Caller::from_request_parts(parts, state).await?))
+    }
+}
+
+/// Someone logged in who may use Confide: staff must have set up their second factor first, because
+/// until then the gate refuses them everything.
+pub struct SignedIn(Session);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        let session = viewer.require()?.clone();
+        if needs_mfa_enrolment(&session) {
+            return Err(PageError::Redirect("/mfa/setup"));
+        }
+        Ok(SignedIn(session))
+    }
+}
+
+fn needs_mfa_enrolment(session: &Session) -> bool {
+    session.account().role.requires_mfa() && !session.record.mfa_verified
+}
+
+/// A 303 to `to` that also sets the cookie a service function returned.
+fn redirect_setting_cookie(to: &str, cookie: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    match HeaderValue::from_str(cookie) {
+        Ok(value) => {
+            response.headers_mut().append(header::SET_COOKIE, value);
+            response
+        }
+        Err(_) => PageError::Unavailable("session cookie is not a valid header".into()).into_response(),
+    }
+}
+
+/// A moment, for people and for machines.
+pub struct When {
+    pub text: String,
+    pub iso: String,
+}
+
+/// Epoch milliseconds as "YYYY-MM-DD HH:MM UTC".
+fn when(ms: i64) -> When {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => When {
+            text: t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            iso: t.to_string(),
+        },
+        Err(_) => When {
+            text: "unknown time".to_owned(),
+            iso: String::new(),
+        },
+    }
+}
+
+/// A stored YYYY-MM-DD date as "2 January 1980".
+fn long_date(ymd: &str) -> String {
+    ymd.parse::<jiff::civil::Date>()
+        .map(|d| d.strftime("%-d %B %Y").to_string())
+        .unwrap_or_else(|_| ymd.to_owned())
+}
+
+fn role_label(role: &str) -> &'static str {
+    match role {
+        "patient" => "Patient",
+        "clinician" => "Clinician",
+        "practice_admin" => "Practice administrator",
+        "platform_admin" => "Platform administrator",
+        _ => "Unknown role",
+    }
+}
+
+/// What an audited action means to the patient it was about.
+fn action_label(action: &str) -> Cow<'static, str> {
+    Cow::Borrowed(match action {
+        "patient.profile.read" => "Viewed your profile",
+        "patient.record.read" => "Read your record",
+        "patient.record.write" => "Added a note to your record",
+        "patient.access_log.read" => "Viewed who accessed your data",
+        "patient.registrations.list" => "Listed your registrations",
+        "registration.request" => "Asked a practice to register you",
+        "registration.decide" => "Decided your registration request",
+        other => return Cow::Owned(other.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_utc_to_the_minute() {
+        assert_eq!(when(0).text, "1970-01-01 00:00 UTC");
+        assert_eq!(when(1_700_000_000_000).text, "2023-11-14 22:13 UTC");
+        assert_eq!(long_date("1980-01-02"), "2 January 1980");
+    }
+
+    #[test]
+    fn only_known_notices_are_shown() {
+        assert!(notice_text("requested").is_some());
+        assert_eq!(notice_text("<script>"), None);
+    }
+
+    #[test]
+    fn service_messages_become_sentences() {
+        assert_eq!(
+            sentence("email address is not valid"),
+            "Email address is not valid."
+        );
+        assert_eq!(sentence("Log in to continue."), "Log in to continue.");
+    }
+}
