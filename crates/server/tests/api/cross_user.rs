@@ -573,3 +573,124 @@ proptest! {
         run_on_runtime(spec, true);
     }
 }
+
+/// The web pages, as every kind of principal: each answers by role, and none shows another patient's
+/// name or notes unless the policy gives them to the viewer.
+#[tokio::test]
+async fn pages_show_each_person_only_what_the_policy_gives_them() {
+    let app = TestApp::spawn().await;
+    let (north, south) = (
+        app.practice("North Surgery").await,
+        app.practice("South Surgery").await,
+    );
+    let gp = person(&app, Role::Clinician, Some(north), true).await;
+    let gp_south = person(&app, Role::Clinician, Some(south), true).await;
+    let admin = person(&app, Role::PracticeAdmin, Some(north), true).await;
+    let platform = person(&app, Role::PlatformAdmin, None, true).await;
+    let unenrolled = person(&app, Role::Clinician, Some(north), false).await;
+    let ann = person(&app, Role::Patient, None, false).await;
+    let bob = person(&app, Role::Patient, None, false).await;
+    let cat = person(&app, Role::Patient, None, false).await;
+    crate::helpers::register(&ann.client, &gp.client, north).await;
+    crate::helpers::register(&bob.client, &gp_south.client, south).await;
+    let (_, pending) = cat
+        .client
+        .post("/api/v1/registrations", json!({"practice_id": north}))
+        .await;
+    for (patient, writer, text) in [
+        (&ann, &gp, "ann-private-note"),
+        (&bob, &gp_south, "bob-private-note"),
+    ] {
+        let path = format!("/api/v1/patients/{}/notes", patient.seeded.id);
+        assert_eq!(
+            writer.client.post(&path, json!({"body": text})).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let mut names = Vec::new();
+    for p in [&ann, &bob, &cat] {
+        names.push(
+            p.client.get("/api/v1/me").await.1["name"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let (ann_name, bob_name, cat_name) = (&names[0], &names[1], &names[2]);
+    let secrets = [
+        ("ann", ann_name.as_str()),
+        ("ann", "ann-private-note"),
+        ("bob", bob_name.as_str()),
+        ("bob", "bob-private-note"),
+        ("cat", cat_name.as_str()),
+    ];
+
+    // (who, what they may see, page → expected status)
+    let cases: Vec<(&str, &Person, &[&str], [u16; 4])> = vec![
+        // pages: /home, /record, /access-log, /practice/queue
+        ("ann", &ann, &["ann"], [200, 200, 200, 404]),
+        ("bob", &bob, &["bob"], [200, 200, 200, 404]),
+        ("cat", &cat, &["cat"], [200, 200, 200, 404]),
+        ("north clinician", &gp, &["ann", "cat"], [200, 404, 404, 200]),
+        ("south clinician", &gp_south, &["bob"], [200, 404, 404, 200]),
+        ("north admin", &admin, &["cat"], [200, 404, 404, 200]),
+        ("platform admin", &platform, &[], [200, 404, 404, 404]),
+        (
+            "clinician without a second factor",
+            &unenrolled,
+            &[],
+            [303, 303, 303, 303],
+        ),
+    ];
+    let pages = ["/home", "/record", "/access-log", "/practice/queue"];
+    for (label, who, visible, expected) in &cases {
+        for (page, status) in pages.iter().zip(expected) {
+            let (got, body) = who.client.get(page).await;
+            assert_eq!(got.as_u16(), *status, "{page} as {label}: {body}");
+            let html = body.as_str().unwrap_or_default();
+            for (owner, secret) in secrets {
+                if !visible.contains(&owner) {
+                    assert!(
+                        !html.contains(secret),
+                        "{page} as {label} shows {owner}'s {secret:?}"
+                    );
+                }
+            }
+        }
+    }
+    let anonymous = app.anonymous();
+    for page in pages {
+        let response = anonymous.http.get(app.url(page)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{page}");
+        assert_eq!(response.headers()["location"], "/login");
+    }
+
+    // Deciding another practice's request through the page form is refused like an unknown one.
+    let (_, form) = gp_south.client.get("/practice/queue").await;
+    let html = form.as_str().unwrap();
+    let start = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    let csrf = &html[start..start + html[start..].find('"').unwrap()];
+    let registration = pending["id"].as_str().unwrap();
+    let response = gp_south
+        .client
+        .http
+        .post(app.url("/practice/queue"))
+        .form(&[
+            ("csrf", csrf),
+            ("registration", registration),
+            ("decision", "accept"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (_, queue) = admin
+        .client
+        .get(&format!("/api/v1/practices/{north}/registration-requests"))
+        .await;
+    assert_eq!(
+        queue[0]["registration_id"], registration,
+        "the request is still pending"
+    );
+    app.stop().await;
+}
