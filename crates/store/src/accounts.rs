@@ -1,5 +1,9 @@
 //! Accounts, sessions, recovery codes and one-time tokens.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use confide_domain::identity::{Email, PersonName, Role};
 use confide_domain::{PracticeId, UserId};
 use sqlx::Row;
@@ -89,6 +93,65 @@ fn account(row: &AnyRow) -> Result<Account> {
     })
 }
 
+/// Sessions read recently. Every request reads its session, so a short-lived copy in memory saves a
+/// database round trip per request. Changes made through this store drop the copy at once; a change made
+/// by another process (the `confide admin` commands) takes effect within [`SESSION_CACHE_TTL`].
+#[derive(Default)]
+pub(crate) struct SessionCache {
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_token: HashMap<String, (SessionRecord, Instant)>,
+    /// Bumped by every change, so that a read which raced a change cannot cache what it read.
+    generation: u64,
+}
+
+const SESSION_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Past this many entries the cache starts over, which bounds its memory.
+const SESSION_CACHE_MAX: usize = 10_000;
+
+impl SessionCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh cached session, or the generation to hand to [`SessionCache::put`] after reading it.
+    fn get(&self, token_hash: &str, now_ms: i64) -> Result<SessionRecord, u64> {
+        let entries = self.lock();
+        match entries.by_token.get(token_hash) {
+            Some((record, cached)) if cached.elapsed() < SESSION_CACHE_TTL && record.expires_at_ms > now_ms => {
+                Ok(record.clone())
+            }
+            _ => Err(entries.generation),
+        }
+    }
+
+    fn put(&self, token_hash: &str, record: &SessionRecord, read_at_generation: u64) {
+        let mut entries = self.lock();
+        if entries.generation != read_at_generation {
+            return;
+        }
+        if entries.by_token.len() >= SESSION_CACHE_MAX {
+            entries.by_token.clear();
+        }
+        entries.by_token.insert(token_hash.to_owned(), (record.clone(), Instant::now()));
+    }
+
+    fn forget(&self, token_hash: &str) {
+        let mut entries = self.lock();
+        entries.generation += 1;
+        entries.by_token.remove(token_hash);
+    }
+
+    fn forget_user(&self, user: UserId) {
+        let mut entries = self.lock();
+        entries.generation += 1;
+        entries.by_token.retain(|_, (record, _)| record.account.id != user);
+    }
+}
+
 impl Store {
     /// Creates an account; a patient's date of birth goes to the row-level-secured patients table.
     pub async fn create_user(&self, u: NewUser<'_>) -> Result<Account> {
@@ -157,7 +220,7 @@ impl Store {
     async fn account_where(&self, sql: &'static str, value: &str) -> Result<Option<Account>> {
         let mut tx = self.read(Scope::default()).await?;
         let row = sqlx::query(sql).bind(value).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
+        tx.finish().await?;
         row.as_ref().map(account).transpose()
     }
 
@@ -169,6 +232,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.inner.sessions.forget_user(user);
         Ok(done.rows_affected() == 1)
     }
 
@@ -217,6 +281,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.inner.sessions.forget_user(user);
         Ok(())
     }
 
@@ -263,6 +328,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.inner.sessions.forget_user(user);
         Ok(done.rows_affected() == 1)
     }
 
@@ -292,6 +358,10 @@ impl Store {
 
     /// A live session of an enabled account.
     pub async fn session(&self, token_hash: &str, now_ms: i64) -> Result<Option<SessionRecord>> {
+        let generation = match self.inner.sessions.get(token_hash, now_ms) {
+            Ok(cached) => return Ok(Some(cached)),
+            Err(generation) => generation,
+        };
         let mut tx = self.read(Scope::default()).await?;
         let row = sqlx::query(concat!(
             "SELECT ",
@@ -304,15 +374,15 @@ impl Store {
         .bind(now_ms)
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
-        row.map(|row| {
-            Ok(SessionRecord {
-                account: account(&row)?,
-                mfa_verified: row.try_get::<i64, _>("mfa_verified")? != 0,
-                expires_at_ms: row.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        tx.finish().await?;
+        let Some(row) = row else { return Ok(None) };
+        let record = SessionRecord {
+            account: account(&row)?,
+            mfa_verified: row.try_get::<i64, _>("mfa_verified")? != 0,
+            expires_at_ms: row.try_get("expires_at")?,
+        };
+        self.inner.sessions.put(token_hash, &record, generation);
+        Ok(Some(record))
     }
 
     pub async fn mark_session_mfa_verified(&self, token_hash: &str) -> Result<()> {
@@ -322,6 +392,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.inner.sessions.forget(token_hash);
         Ok(())
     }
 
@@ -332,6 +403,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.inner.sessions.forget(token_hash);
         Ok(())
     }
 
@@ -343,6 +415,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.inner.sessions.forget_user(user);
         Ok(done.rows_affected())
     }
 
@@ -384,7 +457,7 @@ impl Store {
         .bind(now_ms)
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         row.map(|row| {
             Ok(OneTimeToken {
                 token_hash: token_hash.to_owned(),
@@ -428,7 +501,7 @@ impl Store {
         .bind(practice.to_string())
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         rows.iter().map(account).collect()
     }
 
@@ -438,7 +511,7 @@ impl Store {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         Ok(n)
     }
 }

@@ -107,31 +107,34 @@ async fn write_batch(writer: &AnyPool, backend: Backend, events: Vec<AuditEvent>
     let mut seq: i64 = head.try_get("seq")?;
     let head_hash: String = head.try_get("hash")?;
     let mut hash = Hash::from_hex(&head_hash).ok_or_else(|| StoreError::Corrupt("audit head hash".into()))?;
-    let mut seqs = Vec::with_capacity(events.len());
+    let mut entries = Vec::with_capacity(events.len());
     for event in events {
         let entry = chain(seq, hash, event);
-        let e = &entry.event;
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at_ms, actor_id, actor_role, action, resource, subject_patient, outcome, \
-             reason, request_id, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(entry.seq)
-        .bind(e.at_ms)
-        .bind(e.actor.map(|a| a.to_string()))
-        .bind(e.actor_role.map(Role::as_str))
-        .bind(e.action.as_str())
-        .bind(e.resource.as_str())
-        .bind(e.subject_patient.map(|p| p.to_string()))
-        .bind(e.outcome.as_str())
-        .bind(e.reason.as_str())
-        .bind(e.request_id.as_str())
-        .bind(entry.prev_hash.to_hex())
-        .bind(entry.hash.to_hex())
-        .execute(&mut *tx)
-        .await?;
         seq = entry.seq;
         hash = entry.hash;
-        seqs.push(seq);
+        entries.push(entry);
+    }
+    // One statement per chunk rather than per entry: each statement is a round trip to the driver.
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        let sql = insert_sql(chunk.len());
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for entry in chunk {
+            let e = &entry.event;
+            insert = insert
+                .bind(entry.seq)
+                .bind(e.at_ms)
+                .bind(e.actor.map(|a| a.to_string()))
+                .bind(e.actor_role.map(Role::as_str))
+                .bind(e.action.clone())
+                .bind(e.resource.clone())
+                .bind(e.subject_patient.map(|p| p.to_string()))
+                .bind(e.outcome.as_str())
+                .bind(e.reason.clone())
+                .bind(e.request_id.clone())
+                .bind(entry.prev_hash.to_hex())
+                .bind(entry.hash.to_hex());
+        }
+        insert.execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
@@ -139,7 +142,30 @@ async fn write_batch(writer: &AnyPool, backend: Backend, events: Vec<AuditEvent>
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(seqs)
+    Ok(entries.iter().map(|e| e.seq).collect())
+}
+
+const COLUMNS_PER_ROW: usize = 12;
+/// 64 rows × 12 columns stays far below both databases' limits on bound parameters.
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT … VALUES ($1, …, $12), ($13, …)` for `rows` entries: only numbered placeholders, no data.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO audit_log (seq, at_ms, actor_id, actor_role, action, resource, subject_patient, outcome, \
+         reason, request_id, prev_hash, hash) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let placeholders: Vec<String> =
+            (1..=COLUMNS_PER_ROW).map(|col| format!("${}", row * COLUMNS_PER_ROW + col)).collect();
+        sql.push('(');
+        sql.push_str(&placeholders.join(", "));
+        sql.push(')');
+    }
+    sql
 }
 
 /// One access to a patient's data by someone else, as the patient sees it.
@@ -200,7 +226,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         rows.iter()
             .map(|row| {
                 let outcome: String = row.try_get("outcome")?;
@@ -224,7 +250,7 @@ impl Store {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         let hash: String = row.try_get("hash")?;
         Ok((
             row.try_get("seq")?,
@@ -243,7 +269,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         rows.iter().map(chained_entry).collect()
     }
 

@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::ops::{Deref, DerefMut};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 
 pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
 pub use audit::{AccessEntry, AuditLog};
@@ -98,6 +101,7 @@ struct Inner {
     /// failures between concurrent transactions. On PostgreSQL it is the same pool as `reader`.
     writer: AnyPool,
     audit: AuditLog,
+    sessions: accounts::SessionCache,
 }
 
 fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
@@ -145,6 +149,7 @@ impl Store {
                 reader,
                 writer,
                 audit,
+                sessions: accounts::SessionCache::default(),
             }),
         })
     }
@@ -180,8 +185,11 @@ impl Store {
         Ok(tx)
     }
 
-    async fn read(&self, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
-        self.begin(&self.inner.reader, scope).await
+    async fn read(&self, scope: Scope<'_>) -> Result<Reader> {
+        match self.inner.backend {
+            Backend::Postgres => Ok(Reader::Scoped(self.begin(&self.inner.reader, scope).await?)),
+            Backend::Sqlite => Ok(Reader::Plain(self.inner.reader.acquire().await?)),
+        }
     }
 
     async fn write(&self, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
@@ -204,8 +212,45 @@ impl Store {
         };
         let mut tx = self.read(Scope::default()).await?;
         let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
-        tx.commit().await?;
+        tx.finish().await?;
         Ok(n)
+    }
+}
+
+/// A connection to read through. On PostgreSQL it is a transaction, for which the grant's scope is set.
+/// On SQLite, where every read is a single statement and row-level security does not exist, it is a plain
+/// connection: `BEGIN` and `COMMIT` would only add two round trips to the driver's worker thread.
+enum Reader {
+    Scoped(Transaction<'static, Any>),
+    Plain(PoolConnection<Any>),
+}
+
+impl Reader {
+    async fn finish(self) -> Result<()> {
+        if let Reader::Scoped(tx) = self {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Deref for Reader {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Reader::Scoped(tx) => tx,
+            Reader::Plain(conn) => conn,
+        }
+    }
+}
+
+impl DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Reader::Scoped(tx) => tx,
+            Reader::Plain(conn) => conn,
+        }
     }
 }
 

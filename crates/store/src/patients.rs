@@ -93,7 +93,7 @@ impl Store {
         .bind(patient.to_string())
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         row.map(|row| {
             Ok(PatientRef {
                 patient,
@@ -110,7 +110,7 @@ impl Store {
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         row.map(|row| {
             Ok(RegistrationRef {
                 id,
@@ -142,7 +142,7 @@ impl Store {
         .bind(&patient)
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         row.map(|row| {
             Ok(PatientProfile {
                 id: parse_col(&row, "id")?,
@@ -175,7 +175,7 @@ impl Store {
         .bind(&patient)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         rows.iter()
             .map(|row| {
                 Ok(Note {
@@ -327,7 +327,7 @@ impl Store {
         .bind(grant.patient().to_string())
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         rows.iter().map(registration).collect()
     }
 
@@ -350,7 +350,7 @@ impl Store {
         .bind(&practice)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         rows.iter()
             .map(|row| {
                 Ok(QueueEntry {
@@ -387,7 +387,7 @@ impl Store {
         .bind(&practice)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         rows.iter()
             .map(|row| {
                 Ok(PatientSummary {

@@ -79,7 +79,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         rows.iter().map(practice).collect()
     }
 
@@ -89,7 +89,7 @@ impl Store {
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         row.as_ref().map(practice).transpose()
     }
 
@@ -103,7 +103,7 @@ impl Store {
         .bind(id_or_name.trim())
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.finish().await?;
         row.as_ref().map(practice).transpose()
     }
 }
