@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use confide_domain::identity::{Email, PersonName, Role};
 use confide_domain::{PracticeId, UserId};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
-use crate::{Conflict, Result, Scope, Store, is_unique_violation, parse_col, parse_opt_col};
+use crate::read::{OwnedRow, Param};
+use crate::{Conflict, Result, Scope, Store, is_unique_violation};
 
 /// Someone who can log in, with what login needs.
 #[derive(Clone, Debug)]
@@ -79,17 +78,17 @@ macro_rules! account_columns {
     };
 }
 
-fn account(row: &AnyRow) -> Result<Account> {
+fn account(row: &OwnedRow) -> Result<Account> {
     Ok(Account {
-        id: parse_col(row, "id")?,
+        id: row.parse("id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
-        role: parse_col(row, "role")?,
-        practice: parse_opt_col(row, "practice_id")?,
+        role: row.parse("role")?,
+        practice: row.parse_opt("practice_id")?,
         password_hash: row.try_get("password_hash")?,
         totp_secret: row.try_get("totp_secret")?,
-        totp_enabled: row.try_get::<i64, _>("totp_enabled")? != 0,
-        disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
+        totp_enabled: row.try_get::<i64>("totp_enabled")? != 0,
+        disabled: row.try_get::<Option<i64>>("disabled_at")?.is_some(),
     })
 }
 
@@ -114,14 +113,18 @@ const SESSION_CACHE_MAX: usize = 10_000;
 
 impl SessionCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A fresh cached session, or the generation to hand to [`SessionCache::put`] after reading it.
     fn get(&self, token_hash: &str, now_ms: i64) -> Result<SessionRecord, u64> {
         let entries = self.lock();
         match entries.by_token.get(token_hash) {
-            Some((record, cached)) if cached.elapsed() < SESSION_CACHE_TTL && record.expires_at_ms > now_ms => {
+            Some((record, cached))
+                if cached.elapsed() < SESSION_CACHE_TTL && record.expires_at_ms > now_ms =>
+            {
                 Ok(record.clone())
             }
             _ => Err(entries.generation),
@@ -136,7 +139,9 @@ impl SessionCache {
         if entries.by_token.len() >= SESSION_CACHE_MAX {
             entries.by_token.clear();
         }
-        entries.by_token.insert(token_hash.to_owned(), (record.clone(), Instant::now()));
+        entries
+            .by_token
+            .insert(token_hash.to_owned(), (record.clone(), Instant::now()));
     }
 
     fn forget(&self, token_hash: &str) {
@@ -148,7 +153,9 @@ impl SessionCache {
     fn forget_user(&self, user: UserId) {
         let mut entries = self.lock();
         entries.generation += 1;
-        entries.by_token.retain(|_, (record, _)| record.account.id != user);
+        entries
+            .by_token
+            .retain(|_, (record, _)| record.account.id != user);
     }
 }
 
@@ -218,9 +225,9 @@ impl Store {
     }
 
     async fn account_where(&self, sql: &'static str, value: &str) -> Result<Option<Account>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let row = sqlx::query(sql).bind(value).fetch_optional(&mut *tx).await?;
-        tx.finish().await?;
+        let row = self
+            .select_one(Scope::default(), sql, &[Param::from(value)])
+            .await?;
         row.as_ref().map(account).transpose()
     }
 
@@ -362,23 +369,23 @@ impl Store {
             Ok(cached) => return Ok(Some(cached)),
             Err(generation) => generation,
         };
-        let mut tx = self.read(Scope::default()).await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            account_columns!(),
-            ", s.mfa_verified, s.expires_at \
+        let row = self
+            .select_one(
+                Scope::default(),
+                concat!(
+                    "SELECT ",
+                    account_columns!(),
+                    ", s.mfa_verified, s.expires_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL"
-        ))
-        .bind(token_hash)
-        .bind(now_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.finish().await?;
+                ),
+                &[Param::from(token_hash), Param::from(now_ms)],
+            )
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let record = SessionRecord {
             account: account(&row)?,
-            mfa_verified: row.try_get::<i64, _>("mfa_verified")? != 0,
+            mfa_verified: row.try_get::<i64>("mfa_verified")? != 0,
             expires_at_ms: row.try_get("expires_at")?,
         };
         self.inner.sessions.put(token_hash, &record, generation);
@@ -447,26 +454,27 @@ impl Store {
         purpose: TokenPurpose,
         now_ms: i64,
     ) -> Result<Option<OneTimeToken>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let row = sqlx::query(
-            "SELECT user_id, email, name, role, practice_id, created_at, expires_at FROM one_time_tokens \
+        let row = self
+            .select_one(
+                Scope::default(),
+                "SELECT user_id, email, name, role, practice_id, created_at, expires_at FROM one_time_tokens \
              WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
-        )
-        .bind(token_hash)
-        .bind(purpose.as_str())
-        .bind(now_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.finish().await?;
+                &[
+                    Param::from(token_hash),
+                    Param::from(purpose.as_str()),
+                    Param::from(now_ms),
+                ],
+            )
+            .await?;
         row.map(|row| {
             Ok(OneTimeToken {
                 token_hash: token_hash.to_owned(),
                 purpose,
-                user: parse_opt_col(&row, "user_id")?,
+                user: row.parse_opt("user_id")?,
                 email: row.try_get("email")?,
                 name: row.try_get("name")?,
-                role: parse_opt_col(&row, "role")?,
-                practice: parse_opt_col(&row, "practice_id")?,
+                role: row.parse_opt("role")?,
+                practice: row.parse_opt("practice_id")?,
                 created_at_ms: row.try_get("created_at")?,
                 expires_at_ms: row.try_get("expires_at")?,
             })
@@ -492,26 +500,25 @@ impl Store {
 
     /// Staff and admins of one practice, for its admin.
     pub async fn practice_staff(&self, practice: PracticeId) -> Result<Vec<Account>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            account_columns!(),
-            " FROM users u WHERE u.practice_id = $1 ORDER BY u.name, u.id"
-        ))
-        .bind(practice.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.finish().await?;
+        let rows = self
+            .select(
+                Scope::default(),
+                concat!(
+                    "SELECT ",
+                    account_columns!(),
+                    " FROM users u WHERE u.practice_id = $1 ORDER BY u.name, u.id"
+                ),
+                &[Param::from(practice.to_string())],
+            )
+            .await?;
         rows.iter().map(account).collect()
     }
 
     /// How many accounts exist; the demo seeds only an empty store.
     pub async fn count_users(&self) -> Result<i64> {
-        let mut tx = self.read(Scope::default()).await?;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&mut *tx)
+        let row = self
+            .select_one(Scope::default(), "SELECT COUNT(*) AS n FROM users", &[])
             .await?;
-        tx.finish().await?;
-        Ok(n)
+        row.map_or(Ok(0), |r| r.try_get("n"))
     }
 }

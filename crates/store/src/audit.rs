@@ -1,16 +1,18 @@
-//! The audit log. Appends go through one writer task that commits them in groups: a request waits until
-//! its entry is durable, but a thousand concurrent requests share a handful of commits.
+//! The audit log. Appends go through one writer that commits them in groups: a request waits until its
+//! entry is durable, but a thousand concurrent requests share a handful of commits.
 
 use confide_domain::UserId;
 use confide_domain::audit::{AuditEvent, ChainedEntry, Hash, Outcome, chain};
 use confide_domain::identity::Role;
 use confide_domain::policy::Grant;
 use confide_domain::policy::actions::ReadAccessLog;
-use sqlx::any::AnyRow;
+use std::path::PathBuf;
+
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Backend, Result, Scope, Store, StoreError, parse_opt_col};
+use crate::read::{OwnedRow, Param};
+use crate::{Result, Scope, Store, StoreError};
 
 type Reply = oneshot::Sender<Result<i64, String>>;
 
@@ -29,10 +31,46 @@ pub struct AuditLog {
 const MAX_BATCH: usize = 512;
 
 impl AuditLog {
-    pub(crate) fn start(writer: AnyPool, backend: Backend) -> AuditLog {
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(writer, backend, rx));
+    /// The writer for PostgreSQL: an async task on the server's pool, taking the chain's head row lock per
+    /// batch so that several servers can share one log.
+    pub(crate) fn start_postgres(writer: AnyPool) -> AuditLog {
+        let (tx, mut rx) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let batch = Batch::collect(first, &mut rx);
+                let written = match batch.events.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => write_batch_postgres(&writer, &batch.events).await,
+                };
+                batch.answer(written);
+            }
+        });
         AuditLog { tx }
+    }
+
+    /// The writer for SQLite: a thread of its own with a rusqlite connection. Each row is a direct call
+    /// into SQLite instead of a round trip to a driver thread, so one writer keeps up with many requests.
+    pub(crate) fn start_sqlite(path: PathBuf) -> Result<AuditLog> {
+        let mut conn = rusqlite::Connection::open(&path).map_err(sqlite_error)?;
+        conn.execute_batch(
+            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(sqlite_error)?;
+        let (tx, mut rx) = mpsc::channel(4096);
+        std::thread::Builder::new()
+            .name("confide-audit".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let batch = Batch::collect(first, &mut rx);
+                    let written = match batch.events.is_empty() {
+                        true => Ok(Vec::new()),
+                        false => write_batch_sqlite(&mut conn, &batch.events).map_err(sqlite_error),
+                    };
+                    batch.answer(written);
+                }
+            })
+            .map_err(|e| StoreError::AuditUnavailable(e.to_string()))?;
+        Ok(AuditLog { tx })
     }
 
     /// Appends an entry and returns its sequence number once it is committed.
@@ -58,62 +96,125 @@ impl AuditLog {
     }
 }
 
-async fn run(writer: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Command>) {
-    while let Some(first) = rx.recv().await {
-        let mut events = Vec::new();
-        let mut replies = Vec::new();
-        let mut flushes = Vec::new();
+/// What the writer takes in one go: appends up to [`MAX_BATCH`], and flush requests to answer after them.
+struct Batch {
+    events: Vec<AuditEvent>,
+    replies: Vec<Reply>,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn collect(first: Command, rx: &mut mpsc::Receiver<Command>) -> Batch {
+        let mut batch = Batch {
+            events: Vec::new(),
+            replies: Vec::new(),
+            flushes: Vec::new(),
+        };
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
                 Command::Append(event, reply) => {
-                    events.push(event);
-                    replies.push(reply);
+                    batch.events.push(event);
+                    batch.replies.push(reply);
                 }
-                Command::Flush(done) => flushes.push(done),
+                Command::Flush(done) => batch.flushes.push(done),
             }
-            if events.len() < MAX_BATCH {
+            if batch.events.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        if !events.is_empty() {
-            match write_batch(&writer, backend, events).await {
-                Ok(seqs) => {
-                    for (reply, seq) in replies.into_iter().zip(seqs) {
-                        let _ = reply.send(Ok(seq));
-                    }
+        batch
+    }
+
+    fn answer(self, written: Result<Vec<i64>>) {
+        match written {
+            Ok(seqs) => {
+                for (reply, seq) in self.replies.into_iter().zip(seqs) {
+                    let _ = reply.send(Ok(seq));
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit batch failed");
-                    for reply in replies {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit batch failed");
+                for reply in self.replies {
+                    let _ = reply.send(Err(e.to_string()));
                 }
             }
         }
-        for done in flushes {
+        for done in self.flushes {
             let _ = done.send(());
         }
     }
 }
 
-async fn write_batch(writer: &AnyPool, backend: Backend, events: Vec<AuditEvent>) -> Result<Vec<i64>> {
-    let mut tx = writer.begin().await?;
-    let head_sql = match backend {
-        Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-        Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
-    };
-    let head = sqlx::query(head_sql).fetch_one(&mut *tx).await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let head_hash: String = head.try_get("hash")?;
-    let mut hash = Hash::from_hex(&head_hash).ok_or_else(|| StoreError::Corrupt("audit head hash".into()))?;
-    let mut entries = Vec::with_capacity(events.len());
-    for event in events {
-        let entry = chain(seq, hash, event);
-        seq = entry.seq;
-        hash = entry.hash;
-        entries.push(entry);
+/// Places `events` in the chain after (`seq`, `hash`).
+fn chain_all(mut seq: i64, mut hash: Hash, events: &[AuditEvent]) -> Vec<ChainedEntry> {
+    events
+        .iter()
+        .map(|event| {
+            let entry = chain(seq, hash, event.clone());
+            seq = entry.seq;
+            hash = entry.hash;
+            entry
+        })
+        .collect()
+}
+
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    StoreError::AuditUnavailable(e.to_string())
+}
+
+fn write_batch_sqlite(conn: &mut rusqlite::Connection, events: &[AuditEvent]) -> rusqlite::Result<Vec<i64>> {
+    // IMMEDIATE takes the write lock before reading the head, so no other writer can slip in between.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (seq, hash): (i64, String) =
+        tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let hash = Hash::from_hex(&hash).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, "audit head hash".into())
+    })?;
+    let entries = chain_all(seq, hash, events);
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit_log (seq, at_ms, actor_id, actor_role, action, resource, subject_patient, outcome, \
+             reason, request_id, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for entry in &entries {
+            let e = &entry.event;
+            insert.execute(rusqlite::params![
+                entry.seq,
+                e.at_ms,
+                e.actor.map(|a| a.to_string()),
+                e.actor_role.map(Role::as_str),
+                e.action,
+                e.resource,
+                e.subject_patient.map(|p| p.to_string()),
+                e.outcome.as_str(),
+                e.reason,
+                e.request_id,
+                entry.prev_hash.to_hex(),
+                entry.hash.to_hex(),
+            ])?;
+        }
     }
+    if let Some(last) = entries.last() {
+        tx.execute(
+            "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
+            rusqlite::params![last.seq, last.hash.to_hex()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(entries.iter().map(|e| e.seq).collect())
+}
+
+async fn write_batch_postgres(writer: &AnyPool, events: &[AuditEvent]) -> Result<Vec<i64>> {
+    let mut tx = writer.begin().await?;
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await?;
+    let head_hash: String = head.try_get("hash")?;
+    let hash = Hash::from_hex(&head_hash).ok_or_else(|| StoreError::Corrupt("audit head hash".into()))?;
+    let entries = chain_all(head.try_get("seq")?, hash, events);
     // One statement per chunk rather than per entry: each statement is a round trip to the driver.
     for chunk in entries.chunks(ROWS_PER_INSERT) {
         let sql = insert_sql(chunk.len());
@@ -136,11 +237,13 @@ async fn write_batch(writer: &AnyPool, backend: Backend, events: Vec<AuditEvent>
         }
         insert.execute(&mut *tx).await?;
     }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(hash.to_hex())
-        .execute(&mut *tx)
-        .await?;
+    if let Some(last) = entries.last() {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(last.seq)
+            .bind(last.hash.to_hex())
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(entries.iter().map(|e| e.seq).collect())
 }
@@ -159,8 +262,9 @@ fn insert_sql(rows: usize) -> String {
         if row > 0 {
             sql.push_str(", ");
         }
-        let placeholders: Vec<String> =
-            (1..=COLUMNS_PER_ROW).map(|col| format!("${}", row * COLUMNS_PER_ROW + col)).collect();
+        let placeholders: Vec<String> = (1..=COLUMNS_PER_ROW)
+            .map(|col| format!("${}", row * COLUMNS_PER_ROW + col))
+            .collect();
         sql.push('(');
         sql.push_str(&placeholders.join(", "));
         sql.push(')');
@@ -180,7 +284,7 @@ pub struct AccessEntry {
     pub outcome: Outcome,
 }
 
-fn chained_entry(row: &AnyRow) -> Result<ChainedEntry> {
+fn chained_entry(row: &OwnedRow) -> Result<ChainedEntry> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("audit entry: {what}"));
     let hash = |col: &str| -> Result<Hash> {
         let text: String = row.try_get(col)?;
@@ -191,11 +295,11 @@ fn chained_entry(row: &AnyRow) -> Result<ChainedEntry> {
         seq: row.try_get("seq")?,
         event: AuditEvent {
             at_ms: row.try_get("at_ms")?,
-            actor: parse_opt_col(row, "actor_id")?,
-            actor_role: parse_opt_col(row, "actor_role")?,
+            actor: row.parse_opt("actor_id")?,
+            actor_role: row.parse_opt("actor_role")?,
             action: row.try_get("action")?,
             resource: row.try_get("resource")?,
-            subject_patient: parse_opt_col(row, "subject_patient")?,
+            subject_patient: row.parse_opt("subject_patient")?,
             outcome: Outcome::parse(&outcome).ok_or_else(|| corrupt("outcome"))?,
             reason: row.try_get("reason")?,
             request_id: row.try_get("request_id")?,
@@ -209,33 +313,29 @@ impl Store {
     /// Who accessed the grant's patient's data, other than the patient: newest first.
     pub async fn access_log(&self, grant: &Grant<ReadAccessLog>, limit: i64) -> Result<Vec<AccessEntry>> {
         let patient = grant.patient().to_string();
-        let mut tx = self
-            .read(Scope {
-                actor: Some(&patient),
-                patient: Some(&patient),
-                practice: None,
-            })
-            .await?;
-        let rows = sqlx::query(
-            "SELECT a.seq, a.at_ms, a.actor_id, u.name AS actor_name, a.actor_role, a.action, a.outcome \
+        let rows = self
+            .select(
+                Scope {
+                    actor: Some(&patient),
+                    patient: Some(&patient),
+                    practice: None,
+                },
+                "SELECT a.seq, a.at_ms, a.actor_id, u.name AS actor_name, a.actor_role, a.action, a.outcome \
              FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id \
              WHERE a.subject_patient = $1 AND (a.actor_id IS NULL OR a.actor_id <> $1) \
              ORDER BY a.seq DESC LIMIT $2",
-        )
-        .bind(&patient)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.finish().await?;
+                &[Param::from(&patient), Param::from(limit)],
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 let outcome: String = row.try_get("outcome")?;
                 Ok(AccessEntry {
                     seq: row.try_get("seq")?,
                     at_ms: row.try_get("at_ms")?,
-                    actor: parse_opt_col(row, "actor_id")?,
+                    actor: row.parse_opt("actor_id")?,
                     actor_name: row.try_get("actor_name")?,
-                    actor_role: parse_opt_col(row, "actor_role")?,
+                    actor_role: row.parse_opt("actor_role")?,
                     action: row.try_get("action")?,
                     outcome: Outcome::parse(&outcome)
                         .ok_or_else(|| StoreError::Corrupt("audit entry: outcome".into()))?,
@@ -246,11 +346,14 @@ impl Store {
 
     /// The recorded end of the chain.
     pub async fn audit_head(&self) -> Result<(i64, Hash)> {
-        let mut tx = self.read(Scope::default()).await?;
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.finish().await?;
+        let row = self
+            .select_one(
+                Scope::default(),
+                "SELECT seq, hash FROM audit_head WHERE id = 1",
+                &[],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("expected a row".into()))?;
         let hash: String = row.try_get("hash")?;
         Ok((
             row.try_get("seq")?,
@@ -260,16 +363,8 @@ impl Store {
 
     /// Up to `limit` entries in chain order, after entry `after_seq` (0 for the start).
     pub async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<ChainedEntry>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let rows = sqlx::query(
-            "SELECT seq, at_ms, actor_id, actor_role, action, resource, subject_patient, outcome, reason, \
-             request_id, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.finish().await?;
+        let rows = self.select(Scope::default(), "SELECT seq, at_ms, actor_id, actor_role, action, resource, subject_patient, outcome, reason, \
+             request_id, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2", &[Param::from(after_seq), Param::from(limit)]).await?;
         rows.iter().map(chained_entry).collect()
     }
 

@@ -9,16 +9,13 @@ mod accounts;
 mod audit;
 mod patients;
 mod practices;
+mod read;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use std::ops::{Deref, DerefMut};
-
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
 pub use audit::{AccessEntry, AuditLog};
@@ -102,6 +99,8 @@ struct Inner {
     writer: AnyPool,
     audit: AuditLog,
     sessions: accounts::SessionCache,
+    /// SQLite only: synchronous readers, see [`read`].
+    sqlite_readers: Option<read::SqliteReaders>,
 }
 
 fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
@@ -142,7 +141,16 @@ impl Store {
                 (p.clone(), p)
             }
         };
-        let audit = AuditLog::start(writer.clone(), backend);
+        let (audit, sqlite_readers) = match backend {
+            Backend::Sqlite => {
+                let path = read::sqlite_path(url)?;
+                (
+                    AuditLog::start_sqlite(path.clone())?,
+                    Some(read::SqliteReaders::new(path)),
+                )
+            }
+            Backend::Postgres => (AuditLog::start_postgres(writer.clone()), None),
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
@@ -150,6 +158,7 @@ impl Store {
                 writer,
                 audit,
                 sessions: accounts::SessionCache::default(),
+                sqlite_readers,
             }),
         })
     }
@@ -185,13 +194,6 @@ impl Store {
         Ok(tx)
     }
 
-    async fn read(&self, scope: Scope<'_>) -> Result<Reader> {
-        match self.inner.backend {
-            Backend::Postgres => Ok(Reader::Scoped(self.begin(&self.inner.reader, scope).await?)),
-            Backend::Sqlite => Ok(Reader::Plain(self.inner.reader.acquire().await?)),
-        }
-    }
-
     async fn write(&self, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
         self.begin(&self.inner.writer, scope).await
     }
@@ -206,51 +208,12 @@ impl Store {
     /// Runs one statement outside any scope, as the tests of row-level security need.
     pub async fn unscoped_count(&self, table: UnscopedTable) -> Result<i64> {
         let sql = match table {
-            UnscopedTable::Patients => "SELECT COUNT(*) FROM patients",
-            UnscopedTable::ClinicalNotes => "SELECT COUNT(*) FROM clinical_notes",
-            UnscopedTable::AuditLog => "SELECT COUNT(*) FROM audit_log",
+            UnscopedTable::Patients => "SELECT COUNT(*) AS n FROM patients",
+            UnscopedTable::ClinicalNotes => "SELECT COUNT(*) AS n FROM clinical_notes",
+            UnscopedTable::AuditLog => "SELECT COUNT(*) AS n FROM audit_log",
         };
-        let mut tx = self.read(Scope::default()).await?;
-        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
-        tx.finish().await?;
-        Ok(n)
-    }
-}
-
-/// A connection to read through. On PostgreSQL it is a transaction, for which the grant's scope is set.
-/// On SQLite, where every read is a single statement and row-level security does not exist, it is a plain
-/// connection: `BEGIN` and `COMMIT` would only add two round trips to the driver's worker thread.
-enum Reader {
-    Scoped(Transaction<'static, Any>),
-    Plain(PoolConnection<Any>),
-}
-
-impl Reader {
-    async fn finish(self) -> Result<()> {
-        if let Reader::Scoped(tx) = self {
-            tx.commit().await?;
-        }
-        Ok(())
-    }
-}
-
-impl Deref for Reader {
-    type Target = AnyConnection;
-
-    fn deref(&self) -> &AnyConnection {
-        match self {
-            Reader::Scoped(tx) => tx,
-            Reader::Plain(conn) => conn,
-        }
-    }
-}
-
-impl DerefMut for Reader {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            Reader::Scoped(tx) => tx,
-            Reader::Plain(conn) => conn,
-        }
+        let row = self.select_one(Scope::default(), sql, &[]).await?;
+        row.map_or(Ok(0), |r| r.try_get("n"))
     }
 }
 
@@ -287,21 +250,6 @@ async fn pool(url: &str, backend: Backend, role: Role, size: u32) -> Result<AnyP
 /// The URL of a SQLite database file, created if missing.
 pub fn sqlite_url(path: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
-}
-
-fn parse_col<T: FromStr>(row: &AnyRow, col: &str) -> Result<T> {
-    let text: String = row.try_get(col)?;
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("column {col} holds {text:?}")))
-}
-
-fn parse_opt_col<T: FromStr>(row: &AnyRow, col: &str) -> Result<Option<T>> {
-    let text: Option<String> = row.try_get(col)?;
-    text.map(|t| {
-        t.parse()
-            .map_err(|_| StoreError::Corrupt(format!("column {col} holds {t:?}")))
-    })
-    .transpose()
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -8,10 +8,9 @@ use confide_domain::policy::actions::{
 use confide_domain::policy::{Grant, PatientRef, RegistrationRef};
 use confide_domain::registration::RegistrationStatus;
 use confide_domain::{PracticeId, RegistrationId, UserId};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
-use crate::{Conflict, Result, Scope, Store, is_unique_violation, parse_col, parse_opt_col};
+use crate::read::{OwnedRow, Param};
+use crate::{Conflict, Result, Scope, Store, is_unique_violation};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatientProfile {
@@ -61,13 +60,13 @@ pub struct PatientSummary {
     pub date_of_birth: String,
 }
 
-fn registration(row: &AnyRow) -> Result<Registration> {
+fn registration(row: &OwnedRow) -> Result<Registration> {
     Ok(Registration {
-        id: parse_col(row, "id")?,
-        patient: parse_col(row, "patient_id")?,
-        practice: parse_col(row, "practice_id")?,
+        id: row.parse("id")?,
+        patient: row.parse("patient_id")?,
+        practice: row.parse("practice_id")?,
         practice_name: row.try_get("practice_name")?,
-        status: parse_col(row, "status")?,
+        status: row.parse("status")?,
         requested_at_ms: row.try_get("requested_at")?,
         decided_at_ms: row.try_get("decided_at")?,
     })
@@ -84,20 +83,19 @@ impl Store {
     /// What the gate needs to know about a patient: that they exist and where they are registered.
     /// Not patient data in itself, so it needs no grant: it is how a grant is decided.
     pub async fn patient_ref(&self, patient: UserId) -> Result<Option<PatientRef>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let row = sqlx::query(
-            "SELECT u.id, (SELECT r.practice_id FROM registrations r \
+        let row = self
+            .select_one(
+                Scope::default(),
+                "SELECT u.id, (SELECT r.practice_id FROM registrations r \
                            WHERE r.patient_id = u.id AND r.status = 'accepted') AS practice_id \
              FROM users u WHERE u.id = $1 AND u.role = 'patient'",
-        )
-        .bind(patient.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.finish().await?;
+                &[Param::from(patient.to_string())],
+            )
+            .await?;
         row.map(|row| {
             Ok(PatientRef {
                 patient,
-                registered_at: parse_opt_col(&row, "practice_id")?,
+                registered_at: row.parse_opt("practice_id")?,
             })
         })
         .transpose()
@@ -105,18 +103,19 @@ impl Store {
 
     /// The facts the gate needs about a registration request.
     pub async fn registration_ref(&self, id: RegistrationId) -> Result<Option<RegistrationRef>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let row = sqlx::query("SELECT patient_id, practice_id, status FROM registrations WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+        let row = self
+            .select_one(
+                Scope::default(),
+                "SELECT patient_id, practice_id, status FROM registrations WHERE id = $1",
+                &[Param::from(id.to_string())],
+            )
             .await?;
-        tx.finish().await?;
         row.map(|row| {
             Ok(RegistrationRef {
                 id,
-                patient: parse_col(&row, "patient_id")?,
-                practice: parse_col(&row, "practice_id")?,
-                status: parse_col(&row, "status")?,
+                patient: row.parse("patient_id")?,
+                practice: row.parse("practice_id")?,
+                status: row.parse("status")?,
             })
         })
         .transpose()
@@ -125,31 +124,28 @@ impl Store {
     pub async fn patient_profile(&self, grant: &Grant<ReadProfile>) -> Result<Option<PatientProfile>> {
         let patient = grant.patient().to_string();
         let actor = grant.principal().user.to_string();
-        let mut tx = self
-            .read(Scope {
-                actor: Some(&actor),
-                patient: Some(&patient),
-                practice: None,
-            })
-            .await?;
-        let row = sqlx::query(
-            "SELECT u.id, u.name, u.email, pt.date_of_birth, r.practice_id, pr.name AS practice_name \
+        let row = self
+            .select_one(
+                Scope {
+                    actor: Some(&actor),
+                    patient: Some(&patient),
+                    practice: None,
+                },
+                "SELECT u.id, u.name, u.email, pt.date_of_birth, r.practice_id, pr.name AS practice_name \
              FROM users u JOIN patients pt ON pt.user_id = u.id \
              LEFT JOIN registrations r ON r.patient_id = u.id AND r.status = 'accepted' \
              LEFT JOIN practices pr ON pr.id = r.practice_id \
              WHERE u.id = $1",
-        )
-        .bind(&patient)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.finish().await?;
+                &[Param::from(&patient)],
+            )
+            .await?;
         row.map(|row| {
             Ok(PatientProfile {
-                id: parse_col(&row, "id")?,
+                id: row.parse("id")?,
                 name: row.try_get("name")?,
                 email: row.try_get("email")?,
                 date_of_birth: row.try_get("date_of_birth")?,
-                registered_at: parse_opt_col(&row, "practice_id")?,
+                registered_at: row.parse_opt("practice_id")?,
                 registered_practice_name: row.try_get("practice_name")?,
             })
         })
@@ -160,27 +156,24 @@ impl Store {
     pub async fn patient_notes(&self, grant: &Grant<ReadRecord>) -> Result<Vec<Note>> {
         let patient = grant.patient().to_string();
         let actor = grant.principal().user.to_string();
-        let mut tx = self
-            .read(Scope {
-                actor: Some(&actor),
-                patient: Some(&patient),
-                practice: None,
-            })
-            .await?;
-        let rows = sqlx::query(
-            "SELECT n.id, n.author_id, u.name AS author_name, n.body, n.created_at \
+        let rows = self
+            .select(
+                Scope {
+                    actor: Some(&actor),
+                    patient: Some(&patient),
+                    practice: None,
+                },
+                "SELECT n.id, n.author_id, u.name AS author_name, n.body, n.created_at \
              FROM clinical_notes n JOIN users u ON u.id = n.author_id \
              WHERE n.patient_id = $1 ORDER BY n.created_at, n.id",
-        )
-        .bind(&patient)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.finish().await?;
+                &[Param::from(&patient)],
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(Note {
-                    id: parse_col(row, "id")?,
-                    author: parse_col(row, "author_id")?,
+                    id: row.parse("id")?,
+                    author: row.parse("author_id")?,
                     author_name: row.try_get("author_name")?,
                     body: row.try_get("body")?,
                     created_at_ms: row.try_get("created_at")?,
@@ -258,7 +251,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        registration(&row)
+        registration(&OwnedRow::from_any(&row)?)
     }
 
     /// Accepts or declines a pending request. Accepting ends the patient's current registration and
@@ -314,20 +307,21 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        registration(&row)
+        registration(&OwnedRow::from_any(&row)?)
     }
 
     /// A patient's requests and registrations, newest first.
     pub async fn patient_registrations(&self, grant: &Grant<ListRegistrations>) -> Result<Vec<Registration>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let rows = sqlx::query(concat!(
-            registration_select!(),
-            " WHERE r.patient_id = $1 ORDER BY r.requested_at DESC, r.id DESC"
-        ))
-        .bind(grant.patient().to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.finish().await?;
+        let rows = self
+            .select(
+                Scope::default(),
+                concat!(
+                    registration_select!(),
+                    " WHERE r.patient_id = $1 ORDER BY r.requested_at DESC, r.id DESC"
+                ),
+                &[Param::from(grant.patient().to_string())],
+            )
+            .await?;
         rows.iter().map(registration).collect()
     }
 
@@ -335,27 +329,18 @@ impl Store {
     pub async fn registration_queue(&self, grant: &Grant<ViewRegistrationQueue>) -> Result<Vec<QueueEntry>> {
         let practice = grant.practice().to_string();
         let actor = grant.principal().user.to_string();
-        let mut tx = self
-            .read(Scope {
+        let rows = self.select(Scope {
                 actor: Some(&actor),
                 patient: None,
                 practice: Some(&practice),
-            })
-            .await?;
-        let rows = sqlx::query(
-            "SELECT r.id, r.patient_id, u.name, u.email, pt.date_of_birth, r.requested_at \
+            }, "SELECT r.id, r.patient_id, u.name, u.email, pt.date_of_birth, r.requested_at \
              FROM registrations r JOIN users u ON u.id = r.patient_id JOIN patients pt ON pt.user_id = r.patient_id \
-             WHERE r.practice_id = $1 AND r.status = 'pending' ORDER BY r.requested_at, r.id",
-        )
-        .bind(&practice)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.finish().await?;
+             WHERE r.practice_id = $1 AND r.status = 'pending' ORDER BY r.requested_at, r.id", &[Param::from(&practice)]).await?;
         rows.iter()
             .map(|row| {
                 Ok(QueueEntry {
-                    registration: parse_col(row, "id")?,
-                    patient: parse_col(row, "patient_id")?,
+                    registration: row.parse("id")?,
+                    patient: row.parse("patient_id")?,
                     name: row.try_get("name")?,
                     email: row.try_get("email")?,
                     date_of_birth: row.try_get("date_of_birth")?,
@@ -372,26 +357,17 @@ impl Store {
     ) -> Result<Vec<PatientSummary>> {
         let practice = grant.practice().to_string();
         let actor = grant.principal().user.to_string();
-        let mut tx = self
-            .read(Scope {
+        let rows = self.select(Scope {
                 actor: Some(&actor),
                 patient: None,
                 practice: Some(&practice),
-            })
-            .await?;
-        let rows = sqlx::query(
-            "SELECT u.id, u.name, pt.date_of_birth \
+            }, "SELECT u.id, u.name, pt.date_of_birth \
              FROM registrations r JOIN users u ON u.id = r.patient_id JOIN patients pt ON pt.user_id = r.patient_id \
-             WHERE r.practice_id = $1 AND r.status = 'accepted' ORDER BY u.name, u.id",
-        )
-        .bind(&practice)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.finish().await?;
+             WHERE r.practice_id = $1 AND r.status = 'accepted' ORDER BY u.name, u.id", &[Param::from(&practice)]).await?;
         rows.iter()
             .map(|row| {
                 Ok(PatientSummary {
-                    id: parse_col(row, "id")?,
+                    id: row.parse("id")?,
                     name: row.try_get("name")?,
                     date_of_birth: row.try_get("date_of_birth")?,
                 })

@@ -2,10 +2,9 @@
 
 use confide_domain::PracticeId;
 use confide_domain::practice::{Address, PracticeName, TimeZoneName};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
-use crate::{Result, Scope, Store, parse_col};
+use crate::read::{OwnedRow, Param};
+use crate::{Result, Scope, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Practice {
@@ -23,9 +22,9 @@ pub struct NewPractice<'a> {
     pub at_ms: i64,
 }
 
-fn practice(row: &AnyRow) -> Result<Practice> {
+fn practice(row: &OwnedRow) -> Result<Practice> {
     Ok(Practice {
-        id: parse_col(row, "id")?,
+        id: row.parse("id")?,
         name: row.try_get("name")?,
         address: row.try_get("address")?,
         time_zone: row.try_get("time_zone")?,
@@ -69,41 +68,43 @@ impl Store {
             .replace('%', "\\%")
             .replace('_', "\\_");
         let pattern = format!("%{escaped}%");
-        let mut tx = self.read(Scope::default()).await?;
-        let rows = sqlx::query(concat!(
-            practice_select!(),
-            " WHERE lower(name) LIKE $1 ESCAPE '\\' OR lower(address) LIKE $1 ESCAPE '\\' \
+        let rows = self
+            .select(
+                Scope::default(),
+                concat!(
+                    practice_select!(),
+                    " WHERE lower(name) LIKE $1 ESCAPE '\\' OR lower(address) LIKE $1 ESCAPE '\\' \
              ORDER BY name, id LIMIT $2"
-        ))
-        .bind(pattern)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.finish().await?;
+                ),
+                &[Param::from(pattern), Param::from(limit)],
+            )
+            .await?;
         rows.iter().map(practice).collect()
     }
 
     pub async fn practice(&self, id: PracticeId) -> Result<Option<Practice>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let row = sqlx::query(concat!(practice_select!(), " WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+        let row = self
+            .select_one(
+                Scope::default(),
+                concat!(practice_select!(), " WHERE id = $1"),
+                &[Param::from(id.to_string())],
+            )
             .await?;
-        tx.finish().await?;
         row.as_ref().map(practice).transpose()
     }
 
     /// A practice by id or exact name, for the command line.
     pub async fn find_practice(&self, id_or_name: &str) -> Result<Option<Practice>> {
-        let mut tx = self.read(Scope::default()).await?;
-        let row = sqlx::query(concat!(
-            practice_select!(),
-            " WHERE id = $1 OR name = $1 ORDER BY id LIMIT 1"
-        ))
-        .bind(id_or_name.trim())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.finish().await?;
+        let row = self
+            .select_one(
+                Scope::default(),
+                concat!(
+                    practice_select!(),
+                    " WHERE id = $1 OR name = $1 ORDER BY id LIMIT 1"
+                ),
+                &[Param::from(id_or_name.trim())],
+            )
+            .await?;
         row.as_ref().map(practice).transpose()
     }
 }

@@ -1,0 +1,248 @@
+//! Reading: one statement, its rows copied into memory. On PostgreSQL a read runs in a transaction that
+//! carries the grant's scope for row-level security. On SQLite it runs synchronously on a pooled rusqlite
+//! connection: in WAL mode readers never wait for the writer, and a read of a few indexed rows takes
+//! microseconds, whereas sending it to sqlx's per-connection worker thread costs a round trip of thread
+//! wake-ups per statement.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use sqlx::any::AnyRow;
+use sqlx::{Column, Row};
+
+use crate::{Backend, Result, Scope, Store, StoreError};
+
+/// A value bound to a statement.
+#[derive(Clone, Debug)]
+pub(crate) enum Param {
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Param {
+    fn from(v: i64) -> Self {
+        Param::Int(v)
+    }
+}
+impl From<String> for Param {
+    fn from(v: String) -> Self {
+        Param::Text(v)
+    }
+}
+impl From<&str> for Param {
+    fn from(v: &str) -> Self {
+        Param::Text(v.to_owned())
+    }
+}
+impl From<&String> for Param {
+    fn from(v: &String) -> Self {
+        Param::Text(v.clone())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// A row copied out of the database, read by column name.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnedRow {
+    columns: Vec<(String, Value)>,
+}
+
+/// The column types the store reads.
+pub(crate) trait FromValue: Sized {
+    fn from_value(value: &Value) -> Option<Self>;
+}
+impl FromValue for i64 {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+impl FromValue for String {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Text(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Null => Some(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+impl OwnedRow {
+    pub(crate) fn try_get<T: FromValue>(&self, column: &str) -> Result<T> {
+        let (_, value) = self
+            .columns
+            .iter()
+            .find(|(name, _)| name == column)
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {column}")))?;
+        T::from_value(value).ok_or_else(|| StoreError::Corrupt(format!("column {column} holds {value:?}")))
+    }
+
+    /// A text column parsed into a domain type.
+    pub(crate) fn parse<T: FromStr>(&self, column: &str) -> Result<T> {
+        let text: String = self.try_get(column)?;
+        text.parse()
+            .map_err(|_| StoreError::Corrupt(format!("column {column} holds {text:?}")))
+    }
+
+    pub(crate) fn parse_opt<T: FromStr>(&self, column: &str) -> Result<Option<T>> {
+        let text: Option<String> = self.try_get(column)?;
+        text.map(|t| {
+            t.parse()
+                .map_err(|_| StoreError::Corrupt(format!("column {column} holds {t:?}")))
+        })
+        .transpose()
+    }
+
+    /// Copies a row that sqlx read (PostgreSQL, or SQLite inside a write transaction).
+    pub(crate) fn from_any(row: &AnyRow) -> Result<OwnedRow> {
+        let mut columns = Vec::with_capacity(row.len());
+        for (i, column) in row.columns().iter().enumerate() {
+            let value = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                v.map_or(Value::Null, Value::Int)
+            } else {
+                row.try_get::<Option<String>, _>(i)?
+                    .map_or(Value::Null, Value::Text)
+            };
+            columns.push((column.name().to_owned(), value));
+        }
+        Ok(OwnedRow { columns })
+    }
+}
+
+/// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names; options after `?` are sqlx's.
+pub(crate) fn sqlite_path(url: &str) -> Result<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or(StoreError::UnsupportedUrl)?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::UnsupportedUrl);
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Idle read connections to the SQLite file.
+pub(crate) struct SqliteReaders {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// Idle connections kept beyond this are closed.
+const MAX_IDLE_READERS: usize = 16;
+
+impl SqliteReaders {
+    /// Readers for the database at `url` (`sqlite://PATH` or `sqlite:PATH`, options ignored).
+    pub(crate) fn new(path: PathBuf) -> SqliteReaders {
+        SqliteReaders {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn connect(&self) -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Reads only: a bug that tried to write through a reader fails instead of bypassing the writer.
+        conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 10000;")?;
+        Ok(conn)
+    }
+
+    fn select(&self, sql: &str, params: &[Param]) -> rusqlite::Result<Vec<OwnedRow>> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let rows = Self::run(&conn, sql, params);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        rows
+    }
+
+    fn run(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> rusqlite::Result<Vec<OwnedRow>> {
+        let mut statement = conn.prepare_cached(sql)?;
+        let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
+        let bound = params.iter().map(|p| match p {
+            Param::Int(i) => rusqlite::types::Value::Integer(*i),
+            Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        });
+        let mut rows = statement.query(rusqlite::params_from_iter(bound))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut columns = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                let value = match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => Value::Null,
+                    rusqlite::types::ValueRef::Integer(v) => Value::Int(v),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Value::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                    other => Value::Text(format!("{other:?}")),
+                };
+                columns.push((name.clone(), value));
+            }
+            out.push(OwnedRow { columns });
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Runs one read-only statement and returns its rows.
+    pub(crate) async fn select(
+        &self,
+        scope: Scope<'_>,
+        sql: &'static str,
+        params: &[Param],
+    ) -> Result<Vec<OwnedRow>> {
+        match (&self.inner.sqlite_readers, self.inner.backend) {
+            (Some(readers), Backend::Sqlite) => readers
+                .select(sql, params)
+                .map_err(|e| StoreError::Database(sqlx::Error::Protocol(e.to_string()))),
+            _ => {
+                let mut tx = self.begin(&self.inner.reader, scope).await?;
+                let mut query = sqlx::query(sql);
+                for p in params {
+                    query = match p {
+                        Param::Int(i) => query.bind(*i),
+                        Param::Text(t) => query.bind(t.clone()),
+                    };
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows.iter().map(OwnedRow::from_any).collect()
+            }
+        }
+    }
+
+    /// Like [`Store::select`], for at most one row.
+    pub(crate) async fn select_one(
+        &self,
+        scope: Scope<'_>,
+        sql: &'static str,
+        params: &[Param],
+    ) -> Result<Option<OwnedRow>> {
+        Ok(self.select(scope, sql, params).await?.into_iter().next())
+    }
+}
