@@ -79,6 +79,20 @@ fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            // Histogram samples pile up until upkeep folds them into buckets; without a scraper nothing
+            // else would, and memory would grow with every request.
+            let upkeep = handle.clone();
+            let started = std::thread::Builder::new()
+                .name("confide-metrics".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "metrics upkeep did not start; histograms fold only when scraped");
+            }
             handle
         })
         .clone()

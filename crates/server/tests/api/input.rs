@@ -154,3 +154,76 @@ async fn notes_are_bounded() {
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_note"));
     app.stop().await;
 }
+
+mod arbitrary_input {
+    use proptest::prelude::*;
+    use reqwest::StatusCode;
+
+    use crate::cross_user::ENDPOINTS;
+    use crate::helpers::TestApp;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("email".to_owned()),
+                        Just("practice_id".to_owned()),
+                        Just("body".to_owned()),
+                        ".{0,8}".prop_map(String::from)
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 6, max_shrink_iters: 16, ..ProptestConfig::default() })]
+
+        /// Whatever a client sends, logged in or not, the answer is never a server error.
+        #[test]
+        fn no_input_makes_the_server_fail(
+            bodies in prop::collection::vec(json_value(), ENDPOINTS.len()),
+            raw in prop::collection::vec(any::<u8>(), 0..200),
+            id in "[a-zA-Z0-9%._~-]{0,40}",
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let app = TestApp::spawn().await;
+                let practice = app.practice("North").await;
+                let gp = app.login(&app.user(confide_domain::identity::Role::Clinician, Some(practice), true).await).await;
+                let ann = app.login(&app.user(confide_domain::identity::Role::Patient, None, false).await).await;
+                for client in [&gp, &ann, &app.anonymous()] {
+                    for (endpoint, body) in ENDPOINTS.iter().zip(&bodies) {
+                        let path = endpoint.path.replace("{id}", if id.is_empty() { "x" } else { &id });
+                        let (status, answer) = if endpoint.method == "GET" {
+                            client.get(&path).await
+                        } else {
+                            client.post(&path, body.clone()).await
+                        };
+                        assert!(!status.is_server_error(), "{} {path} with {body}: {status} {answer}", endpoint.method);
+                        if endpoint.method == "POST" {
+                            let (status, answer) = client.post_raw(&path, "application/json", raw.clone()).await;
+                            assert!(!status.is_server_error(), "{path} with raw bytes: {status} {answer}");
+                        }
+                    }
+                }
+                assert_ne!(app.anonymous().get("/healthz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+                app.stop().await;
+            });
+        }
+    }
+}
