@@ -53,10 +53,12 @@ impl AuditLog {
     pub(crate) fn start_sqlite(path: PathBuf) -> Result<AuditLog> {
         let mut conn = rusqlite::Connection::open(&path).map_err(sqlite_error)?;
         conn.execute_batch(
-            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(sqlite_error)?;
         let (tx, mut rx) = mpsc::channel(4096);
+        spawn_checkpointer(path.clone(), tx.downgrade())?;
         std::thread::Builder::new()
             .name("confide-audit".into())
             .spawn(move || {
@@ -157,6 +159,27 @@ fn chain_all(mut seq: i64, mut hash: Hash, events: &[AuditEvent]) -> Vec<Chained
             entry
         })
         .collect()
+}
+
+/// Copies the write-ahead log back into the database file twice a second, on a connection of its own.
+/// Left to SQLite, this would happen inside the writer's commits and stall every request waiting on an
+/// audit entry; a passive checkpoint never blocks the writer. It stops once the audit log is gone.
+fn spawn_checkpointer(path: PathBuf, alive: mpsc::WeakSender<Command>) -> Result<()> {
+    let conn = rusqlite::Connection::open(&path).map_err(sqlite_error)?;
+    conn.execute_batch("PRAGMA busy_timeout = 10000;")
+        .map_err(sqlite_error)?;
+    std::thread::Builder::new()
+        .name("confide-checkpoint".into())
+        .spawn(move || {
+            while alive.upgrade().is_some() {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(|e| StoreError::AuditUnavailable(e.to_string()))?;
+    Ok(())
 }
 
 fn sqlite_error(e: rusqlite::Error) -> StoreError {

@@ -115,8 +115,9 @@ fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
     migrator
 }
 
-const SQLITE_PRAGMAS: &str =
-    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;";
+/// Checkpoints are left to the audit log's checkpointer thread, so that no commit stalls on one.
+const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
+                              PRAGMA wal_autocheckpoint = 0;";
 
 impl Store {
     /// Connects, applies migrations, and starts the audit writer.
