@@ -136,8 +136,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let _ = bare_server.send(());
     running.stop().await.context("stopping Confide")?;
-    drop(postgres);
     let audit = check_audit(&url, patient).await?;
+    drop(postgres);
     println!("all rounds:");
     println!("  {}", bare.line("bare axum"));
     println!("  {}", confide_load.line("confide"));
