@@ -3,7 +3,9 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use confide_domain::UserId;
 use confide_domain::audit::{AuditEvent, Outcome};
+use confide_domain::identity::Role;
 use confide_domain::policy::{Action, Grant, GuardedAction, Resource, authorize};
 
 use crate::AppState;
@@ -53,6 +55,25 @@ impl AppState {
             outcome,
             reason: reason.to_owned(),
             request_id: request.0.clone(),
+        }
+    }
+
+    /// An event about an account by its own holder (sign-up, login, password reset), when no session
+    /// exists yet to name them.
+    pub fn account_event(
+        &self,
+        user: UserId,
+        role: Role,
+        action: &str,
+        outcome: Outcome,
+        reason: &str,
+        request: &RequestId,
+    ) -> AuditEvent {
+        AuditEvent {
+            actor: Some(user),
+            actor_role: Some(role),
+            resource: format!("user:{user}"),
+            ..self.event(None, action, outcome, reason, request)
         }
     }
 

@@ -130,11 +130,15 @@ pub async fn signup(
         })
         .await?;
     let event = AuditEvent {
-        actor: Some(account.id),
-        actor_role: Some(Role::Patient),
-        resource: format!("user:{}", account.id),
         subject_patient: Some(account.id),
-        ..state.event(None, "account.signup", Outcome::Allowed, "self_signup", request)
+        ..state.account_event(
+            account.id,
+            Role::Patient,
+            "account.signup",
+            Outcome::Allowed,
+            "self_signup",
+            request,
+        )
     };
     state.record(event).await?;
     start_session(state, &account, false, caller).await
@@ -252,12 +256,14 @@ pub async fn login(
         (false, true) => "password_mfa_enrolment_pending",
         (false, false) => "password",
     };
-    let event = AuditEvent {
-        actor: Some(account.id),
-        actor_role: Some(account.role),
-        resource: format!("user:{}", account.id),
-        ..state.event(None, "login", Outcome::Allowed, reason, request)
-    };
+    let event = state.account_event(
+        account.id,
+        account.role,
+        "login",
+        Outcome::Allowed,
+        reason,
+        request,
+    );
     state.record(event).await?;
     start_session(state, &account, mfa_verified, caller).await
 }
@@ -503,12 +509,14 @@ pub async fn request_password_reset(
         tracing::error!(error = %e, user = %account.id, "could not email a password reset link");
     }
     let reason = if sent.is_ok() { "emailed" } else { "email_failed" };
-    let event = AuditEvent {
-        actor: Some(account.id),
-        actor_role: Some(account.role),
-        resource: format!("user:{}", account.id),
-        ..state.event(None, "password.reset.request", Outcome::Allowed, reason, request)
-    };
+    let event = state.account_event(
+        account.id,
+        account.role,
+        "password.reset.request",
+        Outcome::Allowed,
+        reason,
+        request,
+    );
     state.record(event).await?;
     Ok(())
 }
@@ -568,12 +576,14 @@ pub async fn confirm_password_reset(
         .set_password_hash(user, &auth::hash_password(&password))
         .await?;
     state.store.delete_user_sessions(user).await?;
-    let event = AuditEvent {
-        actor: Some(user),
-        actor_role: Some(account.role),
-        resource: format!("user:{user}"),
-        ..state.event(None, "password.reset", Outcome::Allowed, "emailed_token", request)
-    };
+    let event = state.account_event(
+        user,
+        account.role,
+        "password.reset",
+        Outcome::Allowed,
+        "emailed_token",
+        request,
+    );
     state.record(event).await?;
     Ok(())
 }
@@ -637,18 +647,14 @@ pub async fn accept_invite(
             at_ms: now,
         })
         .await?;
-    let event = AuditEvent {
-        actor: Some(account.id),
-        actor_role: Some(role),
-        resource: format!("user:{}", account.id),
-        ..state.event(
-            None,
-            "account.invite.accept",
-            Outcome::Allowed,
-            "invited",
-            request,
-        )
-    };
+    let event = state.account_event(
+        account.id,
+        role,
+        "account.invite.accept",
+        Outcome::Allowed,
+        "invited",
+        request,
+    );
     state.record(event).await?;
     Ok(Me::of(&account, false))
 }
