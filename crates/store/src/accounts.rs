@@ -498,22 +498,6 @@ impl Store {
         Ok(spent.rows_affected() == 1)
     }
 
-    /// Staff and admins of one practice, for its admin.
-    pub async fn practice_staff(&self, practice: PracticeId) -> Result<Vec<Account>> {
-        let rows = self
-            .select(
-                Scope::default(),
-                concat!(
-                    "SELECT ",
-                    account_columns!(),
-                    " FROM users u WHERE u.practice_id = $1 ORDER BY u.name, u.id"
-                ),
-                &[Param::from(practice.to_string())],
-            )
-            .await?;
-        rows.iter().map(account).collect()
-    }
-
     /// How many accounts exist; the demo seeds only an empty store.
     pub async fn count_users(&self) -> Result<i64> {
         let row = self

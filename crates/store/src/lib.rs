@@ -93,10 +93,10 @@ pub struct Store {
 
 struct Inner {
     backend: Backend,
-    reader: AnyPool,
-    /// SQLite allows one writer at a time; funnelling writes through one connection avoids lock-upgrade
-    /// failures between concurrent transactions. On PostgreSQL it is the same pool as `reader`.
-    writer: AnyPool,
+    /// sqlx's connections. On PostgreSQL they serve every read and write. On SQLite there is one, for
+    /// writes: SQLite allows one writer at a time, and one connection avoids lock-upgrade failures between
+    /// concurrent transactions; reads go through [`read::SqliteReaders`].
+    pool: AnyPool,
     audit: AuditLog,
     sessions: accounts::SessionCache,
     /// SQLite only: synchronous readers, see [`read`].
@@ -132,16 +132,11 @@ impl Store {
         migrator(backend).run(&setup).await?;
         setup.close().await;
 
-        let (reader, writer) = match backend {
-            Backend::Sqlite => (
-                pool(url, backend, role, 8).await?,
-                pool(url, backend, role, 1).await?,
-            ),
-            Backend::Postgres => {
-                let p = pool(url, backend, role, 16).await?;
-                (p.clone(), p)
-            }
+        let size = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 16,
         };
+        let pool = connect_pool(url, backend, role, size).await?;
         let (audit, sqlite_readers) = match backend {
             Backend::Sqlite => {
                 let path = read::sqlite_path(url)?;
@@ -150,13 +145,12 @@ impl Store {
                     Some(read::SqliteReaders::new(path)),
                 )
             }
-            Backend::Postgres => (AuditLog::start_postgres(writer.clone()), None),
+            Backend::Postgres => (AuditLog::start_postgres(pool.clone()), None),
         };
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
-                reader,
-                writer,
+                pool,
                 audit,
                 sessions: accounts::SessionCache::default(),
                 sqlite_readers,
@@ -175,8 +169,7 @@ impl Store {
     /// Waits for pending audit entries and closes every connection.
     pub async fn close(&self) {
         self.inner.audit.shutdown().await;
-        self.inner.reader.close().await;
-        self.inner.writer.close().await;
+        self.inner.pool.close().await;
     }
 
     async fn begin(&self, pool: &AnyPool, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
@@ -196,13 +189,12 @@ impl Store {
     }
 
     async fn write(&self, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
-        self.begin(&self.inner.writer, scope).await
+        self.begin(&self.inner.pool, scope).await
     }
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.inner.reader.acquire().await?;
-        conn.execute("SELECT 1").await?;
+        self.select(Scope::default(), "SELECT 1 AS one", &[]).await?;
         Ok(())
     }
 
@@ -226,7 +218,7 @@ pub enum UnscopedTable {
     AuditLog,
 }
 
-async fn pool(url: &str, backend: Backend, role: Role, size: u32) -> Result<AnyPool> {
+async fn connect_pool(url: &str, backend: Backend, role: Role, size: u32) -> Result<AnyPool> {
     let options = AnyPoolOptions::new()
         .max_connections(size)
         .min_connections(1)

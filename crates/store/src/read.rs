@@ -221,7 +221,7 @@ impl Store {
                 .select(sql, params)
                 .map_err(|e| StoreError::Database(sqlx::Error::Protocol(e.to_string()))),
             _ => {
-                let mut tx = self.begin(&self.inner.reader, scope).await?;
+                let mut tx = self.begin(&self.inner.pool, scope).await?;
                 let mut query = sqlx::query(sql);
                 for p in params {
                     query = match p {
