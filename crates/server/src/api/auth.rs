@@ -546,6 +546,37 @@ fn invalid_token() -> ApiError {
     )
 }
 
+/// The token of an emailed link: found live (right purpose, not expired, not used), not yet spent. It is
+/// spent only once what it is for has passed its checks, so that a refused password keeps the link usable.
+struct LinkToken {
+    hash: String,
+    found: OneTimeToken,
+}
+
+impl LinkToken {
+    async fn find(state: &AppState, token: &str, purpose: TokenPurpose) -> Result<LinkToken, ApiError> {
+        let hash = auth::token_hash(token.trim());
+        let found = state
+            .store
+            .token(&hash, purpose, state.clock.now_ms())
+            .await?
+            .ok_or_else(invalid_token)?;
+        Ok(LinkToken { hash, found })
+    }
+
+    /// Fails if another request spent it in the meantime.
+    async fn spend(&self, state: &AppState) -> Result<(), ApiError> {
+        match state
+            .store
+            .spend_token(&self.hash, self.found.purpose, state.clock.now_ms())
+            .await?
+        {
+            true => Ok(()),
+            false => Err(invalid_token()),
+        }
+    }
+}
+
 /// Sets a new password from an emailed token and ends every session of the account. The password is
 /// checked before the token is spent, so a refused password does not cost the person their link.
 pub async fn confirm_password_reset(
@@ -554,23 +585,11 @@ pub async fn confirm_password_reset(
     password: &str,
     request: &RequestId,
 ) -> Result<(), ApiError> {
-    let now = state.clock.now_ms();
-    let hash = auth::token_hash(token.trim());
-    let found = state
-        .store
-        .token(&hash, TokenPurpose::PasswordReset, now)
-        .await?
-        .ok_or_else(invalid_token)?;
-    let user = found.user.ok_or_else(invalid_token)?;
+    let link = LinkToken::find(state, token, TokenPurpose::PasswordReset).await?;
+    let user = link.found.user.ok_or_else(invalid_token)?;
     let account = state.store.account(user).await?.ok_or_else(invalid_token)?;
     let password = NewPassword::parse(password, &[&account.name, &account.email])?;
-    if !state
-        .store
-        .spend_token(&hash, TokenPurpose::PasswordReset, now)
-        .await?
-    {
-        return Err(invalid_token());
-    }
+    link.spend(state).await?;
     state
         .store
         .set_password_hash(user, &auth::hash_password(&password))
@@ -614,26 +633,17 @@ pub async fn accept_invite(
     password: &str,
     request: &RequestId,
 ) -> Result<Me, ApiError> {
-    let now = state.clock.now_ms();
-    let hash = auth::token_hash(token.trim());
-    let invite = state
-        .store
-        .token(&hash, TokenPurpose::StaffInvite, now)
-        .await?
-        .ok_or_else(invalid_token)?;
-    let (Some(email), Some(name), Some(role)) = (invite.email, invite.name, invite.role) else {
+    let link = LinkToken::find(state, token, TokenPurpose::StaffInvite).await?;
+    let (Some(email), Some(name), Some(role)) =
+        (link.found.email.clone(), link.found.name.clone(), link.found.role)
+    else {
         return Err(invalid_token());
     };
     let email = Email::parse(&email)?;
     let name = PersonName::parse(&name)?;
     let password = NewPassword::parse(password, &[name.as_str(), email.as_str()])?;
-    if !state
-        .store
-        .spend_token(&hash, TokenPurpose::StaffInvite, now)
-        .await?
-    {
-        return Err(invalid_token());
-    }
+    link.spend(state).await?;
+    let now = state.clock.now_ms();
     let account = state
         .store
         .create_user(NewUser {
@@ -641,7 +651,7 @@ pub async fn accept_invite(
             email: &email,
             name: &name,
             role,
-            practice: invite.practice,
+            practice: link.found.practice,
             password_hash: Some(auth::hash_password(&password)),
             date_of_birth: None,
             at_ms: now,
