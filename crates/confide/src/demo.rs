@@ -7,15 +7,24 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use confide_domain::AppointmentId;
 use confide_domain::identity::{Email, PersonName, Role};
+use confide_domain::ids::AvailabilityId;
 use confide_domain::ids::NoteId;
-use confide_domain::policy::actions::{DecideRegistration, RequestRegistration, WriteRecord};
-use confide_domain::policy::{Context, NewRegistration, Principal, authorize};
+use confide_domain::policy::actions::{
+    BookAppointment, DecideRegistration, ManageAvailability, RequestRegistration, WriteRecord,
+};
+use confide_domain::policy::{
+    ClinicianRef, Context, NewRegistration, PatientAtPractice, Principal, authorize,
+};
 use confide_domain::practice::{Address, PracticeName, TimeZoneName};
+use confide_domain::scheduling::{
+    AvailabilityRule, ConsultationKind, KindsOffered, SlotLength, free_slots, weekday_from_number,
+};
 use confide_domain::{PracticeId, RegistrationId, UserId};
 use confide_server::auth;
 use confide_server::{Clock, SystemClock};
-use confide_store::{NewPractice, NewUser, Practice, Store};
+use confide_store::{JobKind, NewAppointment, NewJob, NewPractice, NewUser, Practice, Store};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -264,11 +273,13 @@ async fn seed(store: &Store) -> Result<Vec<DemoLogin>> {
         let mut clinicians = Vec::new();
         for person in &demo.clinicians {
             let (id, login) = account(store, Role::Clinician, person, Some(&practice), None, true).await?;
-            clinicians.push(Principal {
+            let clinician = Principal {
                 user: id,
                 role: Role::Clinician,
                 practice: Some(practice.id),
-            });
+            };
+            open_weekdays(store, &clinician).await?;
+            clinicians.push(clinician);
             logins.push(login);
             bar.inc(1);
         }
@@ -290,6 +301,9 @@ async fn seed(store: &Store) -> Result<Vec<DemoLogin>> {
             login.practice = Some(practice.name.clone());
             logins.push(login);
             register(store, id, &practice, patient, &clinicians[i % clinicians.len()]).await?;
+            if patient.registered && i == 0 {
+                book_first_free(store, id, &practice, &clinicians[0]).await?;
+            }
             bar.inc(1);
         }
     }
@@ -397,6 +411,106 @@ async fn register(
             )
             .await?;
     }
+    Ok(())
+}
+
+/// Monday to Friday, 09:00–12:00 and 14:00–17:00 in the practice's zone, in 15-minute slots.
+async fn open_weekdays(store: &Store, clinician: &Principal) -> Result<()> {
+    let ctx = Context { mfa_verified: true };
+    let on = ClinicianRef {
+        clinician: clinician.user,
+        practice: clinician.practice.context("a clinician works at a practice")?,
+    };
+    let grant = authorize::<ManageAvailability>(clinician, on, &ctx).context("set availability")?;
+    let today = SystemClock.now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    for weekday in 1..=5 {
+        for (start, end) in [("09:00", "12:00"), ("14:00", "17:00")] {
+            let rule = AvailabilityRule::new(
+                weekday_from_number(weekday)?,
+                start.parse()?,
+                end.parse()?,
+                SlotLength::try_from(15)?,
+                KindsOffered::Either,
+                today,
+                None,
+            )?;
+            store
+                .add_availability_rule(
+                    &grant,
+                    AvailabilityId::from_uuid(Uuid::now_v7()),
+                    &rule,
+                    SystemClock.now_ms(),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Books the patient's first free video slot from tomorrow, with its confirmation email and reminders.
+async fn book_first_free(
+    store: &Store,
+    patient: UserId,
+    practice: &Practice,
+    clinician: &Principal,
+) -> Result<()> {
+    let tz = jiff::tz::TimeZone::get(&practice.time_zone)?;
+    let now = SystemClock.now();
+    let from = now.checked_add(jiff::SignedDuration::from_hours(24))?;
+    let until = from.checked_add(jiff::SignedDuration::from_hours(24 * 7))?;
+    let rules: Vec<_> = store
+        .availability(clinician.user)
+        .await?
+        .0
+        .into_iter()
+        .map(|r| r.rule)
+        .collect();
+    let slot = *free_slots(&tz, &rules, &[], &[], from, until)
+        .first()
+        .context("the demo clinician has no free slot next week")?;
+    let me = Principal {
+        user: patient,
+        role: Role::Patient,
+        practice: None,
+    };
+    let on = PatientAtPractice {
+        patient: store
+            .patient_ref(patient)
+            .await?
+            .context("the patient just created is missing")?,
+        practice: practice.id,
+    };
+    let grant = authorize::<BookAppointment>(&me, on, &Context { mfa_verified: true }).context("book")?;
+    let id = AppointmentId::from_uuid(Uuid::now_v7());
+    let (start_ms, now_ms) = (slot.start.as_millisecond(), now.as_millisecond());
+    let jobs: Vec<NewJob> = [
+        (JobKind::Booked, now_ms),
+        (JobKind::Reminder24h, start_ms - 24 * 3_600_000),
+        (JobKind::Reminder1h, start_ms - 3_600_000),
+    ]
+    .into_iter()
+    .filter(|(kind, at)| *kind == JobKind::Booked || *at > now_ms)
+    .map(|(kind, run_at_ms)| NewJob {
+        id: format!("appointment-{id}-{}-demo", kind.as_str()),
+        kind,
+        run_at_ms,
+    })
+    .collect();
+    store
+        .book_appointment(
+            &grant,
+            NewAppointment {
+                id,
+                clinician: clinician.user,
+                start_ms,
+                end_ms: slot.end.as_millisecond(),
+                kind: ConsultationKind::Video,
+                reason: "Follow-up of my last visit",
+                at_ms: now_ms,
+                jobs: &jobs,
+            },
+        )
+        .await?;
     Ok(())
 }
 

@@ -55,3 +55,11 @@ id_type!(
     /// An entry in a patient's clinical record.
     NoteId
 );
+id_type!(
+    /// A booked time between a patient and a clinician.
+    AppointmentId
+);
+id_type!(
+    /// One weekly availability rule or one exception to it.
+    AvailabilityId
+);

@@ -8,6 +8,7 @@ pub mod password;
 pub mod policy;
 pub mod practice;
 pub mod registration;
+pub mod scheduling;
 
-pub use ids::{PracticeId, RegistrationId, UserId};
+pub use ids::{AppointmentId, PracticeId, RegistrationId, UserId};
 pub use jiff::Timestamp;

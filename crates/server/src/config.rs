@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub session_ttl: Duration,
     /// The key that wraps per-recording keys; created in `data_dir` when not given.
     pub master_key_file: Option<PathBuf>,
+    /// How often the job runner looks for due reminders when nothing wakes it.
+    pub job_poll: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +52,7 @@ impl ServerConfig {
             mail_from: "Confide <no-reply@confide.localhost>".to_owned(),
             session_ttl: Duration::from_secs(12 * 3600),
             master_key_file: None,
+            job_poll: Duration::from_secs(5),
         }
     }
 

@@ -24,6 +24,12 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     Conflict(Conflict),
+    /// The time asked for was just taken: the answer lists the next free ones.
+    #[error("that time has just been booked by someone else: choose another")]
+    SlotTaken { next_free: serde_json::Value },
+    /// The thing is not in a state that allows this, in words for the caller.
+    #[error("{0}")]
+    InvalidState(String),
     #[error("{message}")]
     TooManyRequests { message: String },
     #[error("request body is larger than {limit} bytes")]
@@ -51,6 +57,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people.
     pub message: String,
+    /// With `slot_taken`: the next free slots, to choose from instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub next_free_slots: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -73,7 +83,9 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::SlotTaken { .. } | ApiError::InvalidState(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -90,6 +102,11 @@ impl ApiError {
             ApiError::Conflict(Conflict::EmailTaken) => "email_taken",
             ApiError::Conflict(Conflict::RegistrationExists) => "registration_exists",
             ApiError::Conflict(Conflict::AlreadyDecided) => "already_decided",
+            ApiError::Conflict(Conflict::SlotTaken) | ApiError::SlotTaken { .. } => "slot_taken",
+            ApiError::Conflict(Conflict::NotBookable) => "not_bookable",
+            ApiError::Conflict(Conflict::PastCutoff) => "past_cutoff",
+            ApiError::Conflict(Conflict::CheckInNotOpen) => "check_in_not_open",
+            ApiError::InvalidState(_) => "invalid_state",
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -116,10 +133,15 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
+        let next_free_slots = match &self {
+            ApiError::SlotTaken { next_free } => Some(next_free.clone()),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
                 message: self.public_message(),
+                next_free_slots,
             },
         };
         (self.status(), Json(body)).into_response()
@@ -130,6 +152,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(c) => ApiError::Conflict(c),
+            StoreError::Invalid(message) => ApiError::InvalidState(message),
             other => ApiError::Unavailable(other.to_string()),
         }
     }

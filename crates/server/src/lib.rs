@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod gate;
 pub mod mail;
 mod middleware;
 mod pages;
+mod reminders;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,7 +48,23 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub mailer: Mailer,
     pub throttle: Arc<auth::Throttle>,
+    /// Appointment status changes, for live waiting-room pages.
+    pub status_changes: tokio::sync::broadcast::Sender<api::appointments::StatusChange>,
+    /// Wakes the job runner when a request has queued an email.
+    jobs_wake: Arc<tokio::sync::Notify>,
     metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// Asks the job runner to look for due jobs now rather than at its next poll.
+    pub fn kick_jobs(&self) {
+        self.jobs_wake.notify_one();
+    }
+
+    /// Sends every email that is due by the app's clock, now: for tests and the operator.
+    pub async fn run_due_jobs(&self) -> Result<usize, confide_store::StoreError> {
+        reminders::run_due(self).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +165,8 @@ impl Confide {
             clock,
             mailer,
             throttle: Arc::new(auth::Throttle::new()),
+            status_changes: tokio::sync::broadcast::channel(256).0,
+            jobs_wake: Arc::new(tokio::sync::Notify::new()),
             metrics: metrics_handle(),
         };
         Ok(Confide { state })
@@ -215,7 +235,11 @@ impl Confide {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+        let jobs = tokio::spawn(reminders::run(self.state.clone(), jobs_stopped));
         let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let _ = stop_jobs.send(true);
+        let _ = jobs.await;
         self.state.store.close().await;
         result
     }

@@ -168,6 +168,7 @@ impl Store {
                 actor: Some(&id),
                 patient: Some(&id),
                 practice: None,
+                gate_facts: false,
             })
             .await?;
         let inserted = sqlx::query(

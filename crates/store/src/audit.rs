@@ -342,6 +342,7 @@ impl Store {
                     actor: Some(&patient),
                     patient: Some(&patient),
                     practice: None,
+                    gate_facts: false,
                 },
                 "SELECT a.seq, a.at_ms, a.actor_id, u.name AS actor_name, a.actor_role, a.action, a.outcome \
              FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id \

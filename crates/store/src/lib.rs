@@ -10,6 +10,7 @@ mod audit;
 mod patients;
 mod practices;
 mod read;
+mod scheduling;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,10 @@ pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
 pub use audit::{AccessEntry, AuditLog};
 pub use patients::{Note, PatientProfile, PatientSummary, QueueEntry, Registration};
 pub use practices::{NewPractice, Practice};
+pub use scheduling::{
+    Appointment, ClinicianSummary, Job, JobKind, NewAppointment, NewJob, NewTime, ScheduleEntry,
+    StoredException, StoredRule,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -36,6 +41,9 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("the audit log could not be written: {0}")]
     AuditUnavailable(String),
+    /// A change the rules refuse, with the reason in words for the caller.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A write that the data as it stands refuses.
@@ -47,6 +55,14 @@ pub enum Conflict {
     RegistrationExists,
     #[error("this registration request was already decided")]
     AlreadyDecided,
+    #[error("that time has just been booked by someone else")]
+    SlotTaken,
+    #[error("that clinician does not take bookings at this practice")]
+    NotBookable,
+    #[error("it is too close to the appointment to change it online: please contact the practice")]
+    PastCutoff,
+    #[error("check-in opens 10 minutes before the appointment and closes when it ends")]
+    CheckInNotOpen,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -84,6 +100,8 @@ struct Scope<'a> {
     actor: Option<&'a str>,
     patient: Option<&'a str>,
     practice: Option<&'a str>,
+    /// The gate's lookup of whose a resource is, before any grant exists.
+    gate_facts: bool,
 }
 
 #[derive(Clone)]
@@ -173,15 +191,22 @@ impl Store {
     }
 
     async fn begin(&self, pool: &AnyPool, scope: Scope<'_>) -> Result<Transaction<'static, Any>> {
-        let mut tx = pool.begin().await?;
+        // On SQLite every transaction here writes: IMMEDIATE takes the write lock at the start, so a
+        // transaction that reads first waits its turn (busy_timeout) instead of failing when another
+        // connection, such as the audit writer's, commits between its read and its first write.
+        let mut tx = match self.inner.backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
+        };
         if self.inner.backend == Backend::Postgres {
             sqlx::query(
                 "SELECT set_config('confide.actor', $1, true), set_config('confide.patient', $2, true), \
-                 set_config('confide.practice', $3, true)",
+                 set_config('confide.practice', $3, true), set_config('confide.gate_facts', $4, true)",
             )
             .bind(scope.actor.unwrap_or_default())
             .bind(scope.patient.unwrap_or_default())
             .bind(scope.practice.unwrap_or_default())
+            .bind(if scope.gate_facts { "on" } else { "" })
             .execute(&mut *tx)
             .await?;
         }
@@ -204,6 +229,7 @@ impl Store {
             UnscopedTable::Patients => "SELECT COUNT(*) AS n FROM patients",
             UnscopedTable::ClinicalNotes => "SELECT COUNT(*) AS n FROM clinical_notes",
             UnscopedTable::AuditLog => "SELECT COUNT(*) AS n FROM audit_log",
+            UnscopedTable::Appointments => "SELECT COUNT(*) AS n FROM appointments",
         };
         let row = self.select_one(Scope::default(), sql, &[]).await?;
         row.map_or(Ok(0), |r| r.try_get("n"))
@@ -216,6 +242,7 @@ pub enum UnscopedTable {
     Patients,
     ClinicalNotes,
     AuditLog,
+    Appointments,
 }
 
 async fn connect_pool(url: &str, backend: Backend, role: Role, size: u32) -> Result<AnyPool> {

@@ -130,6 +130,7 @@ impl Store {
                     actor: Some(&actor),
                     patient: Some(&patient),
                     practice: None,
+                    gate_facts: false,
                 },
                 "SELECT u.id, u.name, u.email, pt.date_of_birth, r.practice_id, pr.name AS practice_name \
              FROM users u JOIN patients pt ON pt.user_id = u.id \
@@ -162,6 +163,7 @@ impl Store {
                     actor: Some(&actor),
                     patient: Some(&patient),
                     practice: None,
+                    gate_facts: false,
                 },
                 "SELECT n.id, n.author_id, u.name AS author_name, n.body, n.created_at \
              FROM clinical_notes n JOIN users u ON u.id = n.author_id \
@@ -198,6 +200,7 @@ impl Store {
                 actor: Some(&actor),
                 patient: Some(&patient),
                 practice: None,
+                gate_facts: false,
             })
             .await?;
         sqlx::query(
@@ -333,6 +336,7 @@ impl Store {
                 actor: Some(&actor),
                 patient: None,
                 practice: Some(&practice),
+                gate_facts: false,
             }, "SELECT r.id, r.patient_id, u.name, u.email, pt.date_of_birth, r.requested_at \
              FROM registrations r JOIN users u ON u.id = r.patient_id JOIN patients pt ON pt.user_id = r.patient_id \
              WHERE r.practice_id = $1 AND r.status = 'pending' ORDER BY r.requested_at, r.id", &[Param::from(&practice)]).await?;
@@ -361,6 +365,7 @@ impl Store {
                 actor: Some(&actor),
                 patient: None,
                 practice: Some(&practice),
+                gate_facts: false,
             }, "SELECT u.id, u.name, pt.date_of_birth \
              FROM registrations r JOIN users u ON u.id = r.patient_id JOIN patients pt ON pt.user_id = r.patient_id \
              WHERE r.practice_id = $1 AND r.status = 'accepted' ORDER BY u.name, u.id", &[Param::from(&practice)]).await?;

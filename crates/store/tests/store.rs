@@ -3,12 +3,16 @@
 use confide_domain::audit::{AuditEvent, Outcome, verify};
 use confide_domain::identity::{Email, PersonName, Role};
 use confide_domain::ids::NoteId;
-use confide_domain::policy::{Context, NewRegistration, PracticeRef, Principal, actions, authorize};
+use confide_domain::policy::{
+    Context, NewRegistration, PatientAtPractice, PracticeRef, Principal, actions, authorize,
+};
 use confide_domain::practice::{Address, PracticeName, TimeZoneName};
-use confide_domain::{PracticeId, RegistrationId, UserId};
+use confide_domain::scheduling::ConsultationKind;
+use confide_domain::{AppointmentId, PracticeId, RegistrationId, UserId};
 use confide_store::testing::TestDatabase;
 use confide_store::{
-    Backend, Conflict, NewPractice, NewUser, Role as StoreRole, Store, StoreError, UnscopedTable,
+    Backend, Conflict, NewAppointment, NewPractice, NewUser, Role as StoreRole, Store, StoreError,
+    UnscopedTable,
 };
 use uuid::Uuid;
 
@@ -211,8 +215,33 @@ async fn without_a_grant_postgres_shows_no_patient_rows() {
         .add_note(&grant, NoteId::from_uuid(Uuid::new_v4()), "note", 1)
         .await
         .unwrap();
+    let on = PatientAtPractice {
+        patient: store.patient_ref(ann.user).await.unwrap().unwrap(),
+        practice: north,
+    };
+    let grant = authorize::<actions::BookAppointment>(&ann, on, &MFA).unwrap();
+    store
+        .book_appointment(
+            &grant,
+            NewAppointment {
+                id: AppointmentId::from_uuid(Uuid::new_v4()),
+                clinician: gp.user,
+                start_ms: 1_800_000_000_000,
+                end_ms: 1_800_000_900_000,
+                kind: ConsultationKind::Video,
+                reason: "a private reason",
+                at_ms: 1,
+                jobs: &[],
+            },
+        )
+        .await
+        .unwrap();
 
     assert_eq!(store.unscoped_count(UnscopedTable::Patients).await.unwrap(), 0);
+    assert_eq!(
+        store.unscoped_count(UnscopedTable::Appointments).await.unwrap(),
+        0
+    );
     assert_eq!(
         store.unscoped_count(UnscopedTable::ClinicalNotes).await.unwrap(),
         0
@@ -221,6 +250,10 @@ async fn without_a_grant_postgres_shows_no_patient_rows() {
 
     let owner = Store::open(&db.url, StoreRole::Owner).await.unwrap();
     assert_eq!(owner.unscoped_count(UnscopedTable::Patients).await.unwrap(), 1);
+    assert_eq!(
+        owner.unscoped_count(UnscopedTable::Appointments).await.unwrap(),
+        1
+    );
     assert_eq!(
         owner.unscoped_count(UnscopedTable::ClinicalNotes).await.unwrap(),
         1

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 
 use crate::identity::Role;
-use crate::ids::{PracticeId, RegistrationId, UserId};
+use crate::ids::{AppointmentId, PracticeId, RegistrationId, UserId};
 use crate::registration::RegistrationStatus;
 
 /// Who is asking, as established by their session.
@@ -49,10 +49,26 @@ pub enum Action {
     ListPracticePatients,
     ManagePracticeStaff,
     ManagePlatform,
+    /// A clinician's weekly availability and its exceptions.
+    ManageAvailability,
+    /// Times and patients of a clinician's appointments, without clinical content.
+    ViewSchedule,
+    /// Free slots at the practice a patient is registered with.
+    ViewFreeSlots,
+    BookAppointment,
+    /// One appointment in full, including the patient's reason.
+    ReadAppointment,
+    CancelAppointment,
+    RescheduleAppointment,
+    CheckIn,
+    /// Start, complete or mark as missed: the appointment's own clinician.
+    RunConsultation,
+    /// A patient's list of their own appointments.
+    ListAppointments,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 21] = [
         Action::ReadProfile,
         Action::ReadRecord,
         Action::WriteRecord,
@@ -64,6 +80,16 @@ impl Action {
         Action::ListPracticePatients,
         Action::ManagePracticeStaff,
         Action::ManagePlatform,
+        Action::ManageAvailability,
+        Action::ViewSchedule,
+        Action::ViewFreeSlots,
+        Action::BookAppointment,
+        Action::ReadAppointment,
+        Action::CancelAppointment,
+        Action::RescheduleAppointment,
+        Action::CheckIn,
+        Action::RunConsultation,
+        Action::ListAppointments,
     ];
 
     /// The name written to the audit log.
@@ -80,6 +106,16 @@ impl Action {
             Action::ListPracticePatients => "practice.patients.list",
             Action::ManagePracticeStaff => "practice.staff.manage",
             Action::ManagePlatform => "platform.manage",
+            Action::ManageAvailability => "clinician.availability.manage",
+            Action::ViewSchedule => "clinician.schedule.read",
+            Action::ViewFreeSlots => "practice.slots.read",
+            Action::BookAppointment => "appointment.book",
+            Action::ReadAppointment => "appointment.read",
+            Action::CancelAppointment => "appointment.cancel",
+            Action::RescheduleAppointment => "appointment.reschedule",
+            Action::CheckIn => "appointment.check_in",
+            Action::RunConsultation => "appointment.run",
+            Action::ListAppointments => "patient.appointments.list",
         }
     }
 }
@@ -112,6 +148,29 @@ pub struct PracticeRef {
     pub practice: PracticeId,
 }
 
+/// A clinician, with the practice they work at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClinicianRef {
+    pub clinician: UserId,
+    pub practice: PracticeId,
+}
+
+/// A patient looking to book at a practice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatientAtPractice {
+    pub patient: PatientRef,
+    pub practice: PracticeId,
+}
+
+/// An appointment, bound when it was booked to its patient, clinician and practice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppointmentRef {
+    pub id: AppointmentId,
+    pub patient: PatientRef,
+    pub clinician: UserId,
+    pub practice: PracticeId,
+}
+
 /// What an action is done to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
@@ -119,6 +178,9 @@ pub enum Resource {
     Registration(RegistrationRef),
     NewRegistration(NewRegistration),
     Practice(PracticeRef),
+    Clinician(ClinicianRef),
+    PatientAtPractice(PatientAtPractice),
+    Appointment(AppointmentRef),
     Platform,
 }
 
@@ -129,7 +191,9 @@ impl Resource {
             Resource::Patient(p) => Some(p.patient),
             Resource::Registration(r) => Some(r.patient),
             Resource::NewRegistration(r) => Some(r.patient),
-            Resource::Practice(_) | Resource::Platform => None,
+            Resource::PatientAtPractice(r) => Some(r.patient.patient),
+            Resource::Appointment(a) => Some(a.patient.patient),
+            Resource::Practice(_) | Resource::Clinician(_) | Resource::Platform => None,
         }
     }
 
@@ -140,6 +204,9 @@ impl Resource {
             Resource::Registration(r) => format!("registration:{}", r.id),
             Resource::NewRegistration(r) => format!("practice:{}", r.practice),
             Resource::Practice(p) => format!("practice:{}", p.practice),
+            Resource::Clinician(c) => format!("clinician:{}", c.clinician),
+            Resource::PatientAtPractice(r) => format!("practice:{}", r.practice),
+            Resource::Appointment(a) => format!("appointment:{}", a.id),
             Resource::Platform => "platform".to_owned(),
         }
     }
@@ -153,7 +220,11 @@ pub enum Reason {
     ClinicianOfRegisteredPractice,
     StaffOfPractice,
     PlatformWide,
+    ClinicianSelf,
+    ClinicianOfAppointment,
     MfaRequired,
+    NotRegisteredThere,
+    NotTheirAppointment,
     NotTheirPatient,
     NotTheirPractice,
     RoleMayNot,
@@ -167,7 +238,11 @@ impl Reason {
             Reason::ClinicianOfRegisteredPractice => "clinician_of_registered_practice",
             Reason::StaffOfPractice => "staff_of_practice",
             Reason::PlatformWide => "platform_admin",
+            Reason::ClinicianSelf => "clinician_self",
+            Reason::ClinicianOfAppointment => "clinician_of_appointment",
             Reason::MfaRequired => "mfa_required",
+            Reason::NotRegisteredThere => "not_registered_there",
+            Reason::NotTheirAppointment => "not_their_appointment",
             Reason::NotTheirPatient => "not_their_patient",
             Reason::NotTheirPractice => "not_their_practice",
             Reason::RoleMayNot => "role_may_not",
@@ -258,6 +333,69 @@ pub fn decide(principal: &Principal, action: Action, resource: &Resource, ctx: &
             PlatformAdmin => Decision::Allow(PlatformWide),
             Patient | Clinician => Decision::Deny(RoleMayNot),
         },
+        (ManageAvailability, Resource::Clinician(c)) => match principal.role {
+            Clinician => allow_if(
+                principal.user == c.clinician && staff_of(c.practice),
+                ClinicianSelf,
+                NotTheirPractice,
+            ),
+            PracticeAdmin => allow_if(staff_of(c.practice), StaffOfPractice, NotTheirPractice),
+            Patient | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ViewSchedule, Resource::Clinician(c)) => match principal.role {
+            Clinician | PracticeAdmin => allow_if(staff_of(c.practice), StaffOfPractice, NotTheirPractice),
+            Patient | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ViewFreeSlots | BookAppointment, Resource::PatientAtPractice(b)) => match principal.role {
+            Patient if principal.user != b.patient.patient => Decision::Deny(NotTheirPatient),
+            Patient => allow_if(
+                b.patient.registered_at == Some(b.practice),
+                PatientSelf,
+                NotRegisteredThere,
+            ),
+            Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ReadAppointment | CancelAppointment, Resource::Appointment(a)) => match principal.role {
+            Patient => allow_if(
+                principal.user == a.patient.patient,
+                PatientSelf,
+                NotTheirAppointment,
+            ),
+            // Their own appointment, or a colleague's with a patient still registered here: a practice
+            // the patient has left keeps no view of them.
+            Clinician if staff_of(a.practice) && principal.user == a.clinician => {
+                Decision::Allow(ClinicianOfAppointment)
+            }
+            Clinician => allow_if(
+                staff_of(a.practice) && a.patient.registered_at == Some(a.practice),
+                ClinicianOfRegisteredPractice,
+                NotTheirAppointment,
+            ),
+            PracticeAdmin if action == CancelAppointment => {
+                allow_if(staff_of(a.practice), StaffOfPractice, NotTheirPractice)
+            }
+            PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (RescheduleAppointment | CheckIn, Resource::Appointment(a)) => match principal.role {
+            Patient => allow_if(
+                principal.user == a.patient.patient,
+                PatientSelf,
+                NotTheirAppointment,
+            ),
+            Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (RunConsultation, Resource::Appointment(a)) => match principal.role {
+            Clinician => allow_if(
+                staff_of(a.practice) && principal.user == a.clinician,
+                ClinicianOfAppointment,
+                NotTheirAppointment,
+            ),
+            Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ListAppointments, Resource::Patient(p)) => match principal.role {
+            Patient => allow_if(principal.user == p.patient, PatientSelf, NotTheirPatient),
+            Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
         (ManagePlatform, Resource::Platform) => match principal.role {
             PlatformAdmin => Decision::Allow(PlatformWide),
             Patient | Clinician | PracticeAdmin => Decision::Deny(RoleMayNot),
@@ -296,6 +434,21 @@ impl From<PracticeRef> for Resource {
         Resource::Practice(r)
     }
 }
+impl From<ClinicianRef> for Resource {
+    fn from(r: ClinicianRef) -> Self {
+        Resource::Clinician(r)
+    }
+}
+impl From<PatientAtPractice> for Resource {
+    fn from(r: PatientAtPractice) -> Self {
+        Resource::PatientAtPractice(r)
+    }
+}
+impl From<AppointmentRef> for Resource {
+    fn from(r: AppointmentRef) -> Self {
+        Resource::Appointment(r)
+    }
+}
 
 /// Marker types, one per action, so that a grant for reading cannot be used for writing.
 pub mod actions {
@@ -324,6 +477,16 @@ pub mod actions {
         ViewRegistrationQueue => ViewRegistrationQueue on PracticeRef,
         ListPracticePatients => ListPracticePatients on PracticeRef,
         ManagePracticeStaff => ManagePracticeStaff on PracticeRef,
+        ManageAvailability => ManageAvailability on ClinicianRef,
+        ViewSchedule => ViewSchedule on ClinicianRef,
+        ViewFreeSlots => ViewFreeSlots on PatientAtPractice,
+        BookAppointment => BookAppointment on PatientAtPractice,
+        ReadAppointment => ReadAppointment on AppointmentRef,
+        CancelAppointment => CancelAppointment on AppointmentRef,
+        RescheduleAppointment => RescheduleAppointment on AppointmentRef,
+        CheckIn => CheckIn on AppointmentRef,
+        RunConsultation => RunConsultation on AppointmentRef,
+        ListAppointments => ListAppointments on PatientRef,
     }
 }
 
@@ -359,6 +522,12 @@ impl<A: GuardedAction<On = PatientRef>> Grant<A> {
 impl<A: GuardedAction<On = PracticeRef>> Grant<A> {
     pub fn practice(&self) -> PracticeId {
         self.on.practice
+    }
+}
+
+impl<A: GuardedAction<On = AppointmentRef>> Grant<A> {
+    pub fn appointment(&self) -> &AppointmentRef {
+        &self.on
     }
 }
 

@@ -27,11 +27,15 @@ fn arb_principal() -> impl Strategy<Value = Principal> {
     })
 }
 
-fn arb_resource() -> impl Strategy<Value = Resource> {
-    let patient = (0u8..4, prop::option::of(0u8..3)).prop_map(|(u, p)| PatientRef {
+fn patient_ref() -> impl Strategy<Value = PatientRef> {
+    (0u8..4, prop::option::of(0u8..3)).prop_map(|(u, p)| PatientRef {
         patient: user(u),
         registered_at: p.map(practice),
-    });
+    })
+}
+
+fn arb_resource() -> impl Strategy<Value = Resource> {
+    let patient = patient_ref();
     prop_oneof![
         patient.prop_map(Resource::Patient),
         (0u8..4, 0u8..3, arb_status()).prop_map(|(u, p, status)| Resource::Registration(RegistrationRef {
@@ -46,6 +50,20 @@ fn arb_resource() -> impl Strategy<Value = Resource> {
         })),
         (0u8..3).prop_map(|p| Resource::Practice(PracticeRef {
             practice: practice(p)
+        })),
+        (0u8..4, 0u8..3).prop_map(|(c, p)| Resource::Clinician(ClinicianRef {
+            clinician: user(c),
+            practice: practice(p),
+        })),
+        (patient_ref(), 0u8..3).prop_map(|(patient, p)| Resource::PatientAtPractice(PatientAtPractice {
+            patient,
+            practice: practice(p),
+        })),
+        (patient_ref(), 0u8..4, 0u8..3).prop_map(|(patient, c, p)| Resource::Appointment(AppointmentRef {
+            id: AppointmentId::from_uuid(Uuid::from_u128(9)),
+            patient,
+            clinician: user(c),
+            practice: practice(p),
         })),
         Just(Resource::Platform),
     ]
@@ -66,7 +84,7 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
             match action {
                 Action::ReadProfile | Action::ReadRecord => own || their_clinician,
                 Action::WriteRecord => their_clinician,
-                Action::ReadAccessLog | Action::ListRegistrations => own,
+                Action::ReadAccessLog | Action::ListRegistrations | Action::ListAppointments => own,
                 _ => false,
             }
         }
@@ -88,6 +106,36 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
             }
             _ => false,
         },
+        Resource::Clinician(c) => match action {
+            Action::ManageAvailability => {
+                is_clinician && who.user == c.clinician && works_at(&c.practice)
+                    || who.role == Role::PracticeAdmin && works_at(&c.practice)
+            }
+            Action::ViewSchedule => {
+                matches!(who.role, Role::Clinician | Role::PracticeAdmin) && works_at(&c.practice)
+            }
+            _ => false,
+        },
+        Resource::PatientAtPractice(b) => {
+            matches!(action, Action::ViewFreeSlots | Action::BookAppointment)
+                && is_patient
+                && who.user == b.patient.patient
+                && b.patient.registered_at == Some(b.practice)
+        }
+        Resource::Appointment(a) => {
+            let own = is_patient && who.user == a.patient.patient;
+            let its_clinician = is_clinician && who.user == a.clinician && works_at(&a.practice);
+            let colleague =
+                is_clinician && works_at(&a.practice) && a.patient.registered_at == Some(a.practice);
+            let its_admin = who.role == Role::PracticeAdmin && works_at(&a.practice);
+            match action {
+                Action::ReadAppointment => own || its_clinician || colleague,
+                Action::CancelAppointment => own || its_clinician || colleague || its_admin,
+                Action::RescheduleAppointment | Action::CheckIn => own,
+                Action::RunConsultation => its_clinician,
+                _ => false,
+            }
+        }
         Resource::Platform => action == Action::ManagePlatform && who.role == Role::PlatformAdmin,
     }
 }
@@ -112,7 +160,7 @@ proptest! {
         what in arb_resource(),
     ) {
         let ctx = Context { mfa_verified: true };
-        for action in [Action::ReadRecord, Action::WriteRecord, Action::ReadProfile, Action::ReadAccessLog] {
+        for action in [Action::ReadRecord, Action::WriteRecord, Action::ReadProfile, Action::ReadAccessLog, Action::ReadAppointment] {
             prop_assert!(!decide(&who, action, &what, &ctx).is_allowed());
         }
     }

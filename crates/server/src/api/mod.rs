@@ -1,6 +1,8 @@
 //! The JSON API under `/api/v1`, and the OpenAPI document that describes every route of it.
 
+pub mod appointments;
 pub mod auth;
+pub mod availability;
 pub mod patients;
 pub mod practices;
 pub mod registrations;
@@ -18,7 +20,8 @@ use crate::AppState;
         see answers 404, exactly like one that does not exist. Errors are `{\"error\": {\"code\", \"message\"}}`. \
         Authentication is the `confide_session` cookie set by `POST /api/v1/auth/login`; state-changing requests \
         must be JSON and same-origin."),
-    tags((name = "auth"), (name = "practices"), (name = "registrations"), (name = "patients"))
+    tags((name = "auth"), (name = "practices"), (name = "registrations"), (name = "patients"),
+        (name = "appointments"), (name = "scheduling"))
 )]
 struct ApiDoc;
 
@@ -50,4 +53,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(patients::record_handler))
         .routes(routes!(patients::add_note_handler))
         .routes(routes!(patients::access_log_handler))
+        .routes(routes!(appointments::slots_handler))
+        .routes(routes!(appointments::book_handler, appointments::mine_handler))
+        .routes(routes!(appointments::get_handler))
+        .routes(routes!(appointments::cancel_handler))
+        .routes(routes!(appointments::reschedule_handler))
+        .routes(routes!(appointments::check_in_handler))
+        .routes(routes!(appointments::start_handler))
+        .routes(routes!(appointments::complete_handler))
+        .routes(routes!(appointments::no_show_handler))
+        .routes(routes!(appointments::events_handler))
+        .routes(routes!(availability::availability_handler))
+        .routes(routes!(availability::add_rule_handler))
+        .routes(routes!(availability::remove_rule_handler))
+        .routes(routes!(availability::add_exception_handler))
+        .routes(routes!(availability::remove_exception_handler))
+        .routes(routes!(availability::day_handler))
+        .routes(routes!(availability::set_cutoff_handler))
 }

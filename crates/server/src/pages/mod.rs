@@ -2,10 +2,12 @@
 //! JSON API, so every access to patient data goes through the access gate and the audit log.
 
 mod account;
+mod appointments;
 mod csrf;
 mod home;
 mod patient;
 mod practice;
+mod schedule;
 
 use std::borrow::Cow;
 
@@ -13,7 +15,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::FromRequestParts;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -27,9 +29,10 @@ use crate::error::ApiError;
 use csrf::CsrfToken;
 
 const STYLESHEET: &str = include_str!("../../static/confide.css");
+const WAITING_ROOM_JS: &str = include_str!("../../static/waiting-room.js");
 
-/// Every page route, and the stylesheet they share. The CSRF cookie's Secure flag follows `state`'s
-/// configuration.
+/// Every page route, and the stylesheet and script they share. The CSRF cookie's Secure flag follows
+/// `state`'s configuration.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let pages = Router::new()
         .route("/", get(account::landing))
@@ -46,6 +49,29 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/practices", get(patient::practices))
         .route("/practices/register", post(patient::register))
         .route("/practice/queue", get(practice::queue).post(practice::decide))
+        .route("/appointments", get(appointments::list))
+        .route(
+            "/appointments/book",
+            get(appointments::book_form).post(appointments::book),
+        )
+        .route("/appointments/{id}", get(appointments::detail))
+        .route("/appointments/{id}/cancel", post(appointments::cancel))
+        .route("/appointments/{id}/check-in", post(appointments::check_in))
+        .route(
+            "/appointments/{id}/reschedule",
+            get(appointments::reschedule_form).post(appointments::reschedule),
+        )
+        .route("/schedule", get(schedule::day))
+        .route("/schedule/appointments/{id}", post(schedule::act))
+        .route("/availability", get(schedule::availability))
+        .route("/availability/rules", post(schedule::add_rule))
+        .route("/availability/rules/remove", post(schedule::remove_rule))
+        .route("/availability/exceptions", post(schedule::add_exception))
+        .route(
+            "/availability/exceptions/remove",
+            post(schedule::remove_exception),
+        )
+        .route("/availability/cutoff", post(schedule::set_cutoff))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             csrf::ensure_cookie,
@@ -57,6 +83,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         ));
     Router::new()
         .route("/static/confide.css", get(stylesheet))
+        .route("/static/waiting-room.js", get(waiting_room_js))
         .merge(pages)
 }
 
@@ -67,6 +94,17 @@ async fn stylesheet() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         STYLESHEET,
+    )
+}
+
+/// The pages' only script: the CSP allows no inline code, so it is served from here.
+async fn waiting_room_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        WAITING_ROOM_JS,
     )
 }
 
@@ -131,6 +169,18 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "logged_out_everywhere" => "You are logged out on every device.",
         "password_changed" => "Your password was changed. Log in with your new password.",
         "invite_accepted" => "Your account is ready. Log in to set up your authenticator app.",
+        "booked" => "Your appointment is booked. We have emailed you the details.",
+        "rescheduled" => "Your appointment was moved. We have emailed you the new time.",
+        "checked_in" => "You are checked in.",
+        "cancelled" => "The appointment was cancelled.",
+        "started" => "The consultation has started.",
+        "completed" => "The consultation is complete.",
+        "no_show" => "The appointment is recorded as missed.",
+        "rule_added" => "The weekly session was added.",
+        "rule_removed" => "The weekly session was removed. Appointments already booked in it stay.",
+        "exception_added" => "The change for that day was added.",
+        "exception_removed" => "The change for that day was removed.",
+        "cutoff_saved" => "The booking cutoff was saved.",
         _ => return None,
     })
 }
@@ -286,6 +336,17 @@ impl From<QueryRejection> for PageError {
     }
 }
 
+/// A path parameter; an id that cannot be read names nothing, so it gets the not-found page.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(PageError))]
+pub struct PagePath<T>(pub T);
+
+impl From<PathRejection> for PageError {
+    fn from(_: PathRejection) -> Self {
+        PageError::NotFound
+    }
+}
+
 /// Anyone, logged in or not.
 pub struct Viewer(Caller);
 
@@ -360,6 +421,51 @@ fn when(ms: i64) -> When {
     }
 }
 
+/// An RFC 3339 moment as the local time in the IANA zone `zone`: "Monday 5 January 2026, 09:30 GMT".
+fn local_when(rfc3339: &str, zone: &str) -> When {
+    let local = rfc3339
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .zip(jiff::tz::TimeZone::get(zone).ok())
+        .map(|(t, tz)| t.to_zoned(tz));
+    match local {
+        Some(z) => When {
+            text: z.strftime("%A %-d %B %Y, %H:%M %Z").to_string(),
+            iso: z.timestamp().to_string(),
+        },
+        None => When {
+            text: "unknown time".to_owned(),
+            iso: String::new(),
+        },
+    }
+}
+
+/// A form or query field, trimmed; `None` when left empty.
+fn non_empty(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "video" => "Video call",
+        "audio" => "Audio call",
+        "either" => "Video or audio call",
+        _ => "Unknown kind",
+    }
+}
+
+fn appointment_status_label(status: &str) -> &'static str {
+    match status {
+        "booked" => "Booked",
+        "checked_in" => "In the waiting room",
+        "in_consultation" => "In consultation",
+        "completed" => "Completed",
+        "cancelled" => "Cancelled",
+        "no_show" => "Missed",
+        _ => "Unknown",
+    }
+}
+
 /// A stored YYYY-MM-DD date as "2 January 1980".
 fn long_date(ymd: &str) -> String {
     ymd.parse::<jiff::civil::Date>()
@@ -400,6 +506,11 @@ mod tests {
         assert_eq!(when(0).text, "1970-01-01 00:00 UTC");
         assert_eq!(when(1_700_000_000_000).text, "2023-11-14 22:13 UTC");
         assert_eq!(long_date("1980-01-02"), "2 January 1980");
+        assert_eq!(
+            local_when("2026-07-06T08:30:00Z", "Europe/London").text,
+            "Monday 6 July 2026, 09:30 BST"
+        );
+        assert_eq!(local_when("garbage", "Europe/London").text, "unknown time");
     }
 
     #[test]

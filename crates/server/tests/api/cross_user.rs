@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use confide_domain::identity::Role;
 use confide_domain::{PracticeId, UserId};
+use confide_server::Clock;
 use proptest::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -22,6 +23,15 @@ pub enum Target {
     Registration,
     /// A practice named in the JSON body rather than the path.
     PracticeInBody,
+    /// Anyone's user id in the path, standing for a clinician.
+    Clinician,
+    /// A clinician named in the JSON body.
+    ClinicianInBody,
+    Appointment,
+    /// An availability rule, under its clinician's path.
+    Rule,
+    /// An availability exception, under its clinician's path.
+    Exception,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +65,62 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/v1/patients/{id}/record", Target::Patient),
     ep("POST", "/api/v1/patients/{id}/notes", Target::Patient),
     ep("GET", "/api/v1/patients/{id}/access-log", Target::Patient),
+    ep("GET", "/api/v1/practices/{id}/slots", Target::Practice),
+    ep("PUT", "/api/v1/practices/{id}/booking-cutoff", Target::Practice),
+    ep("GET", "/api/v1/appointments", Target::None),
+    ep("POST", "/api/v1/appointments", Target::ClinicianInBody),
+    ep("GET", "/api/v1/appointments/{id}", Target::Appointment),
+    ep("GET", "/api/v1/appointments/{id}/events", Target::Appointment),
+    ep("POST", "/api/v1/appointments/{id}/cancel", Target::Appointment),
+    ep(
+        "POST",
+        "/api/v1/appointments/{id}/reschedule",
+        Target::Appointment,
+    ),
+    ep("POST", "/api/v1/appointments/{id}/check-in", Target::Appointment),
+    ep("POST", "/api/v1/appointments/{id}/start", Target::Appointment),
+    ep("POST", "/api/v1/appointments/{id}/complete", Target::Appointment),
+    ep("POST", "/api/v1/appointments/{id}/no-show", Target::Appointment),
+    ep("GET", "/api/v1/clinicians/{id}/availability", Target::Clinician),
+    ep(
+        "POST",
+        "/api/v1/clinicians/{id}/availability/rules",
+        Target::Clinician,
+    ),
+    ep(
+        "DELETE",
+        "/api/v1/clinicians/{id}/availability/rules/{rule_id}",
+        Target::Rule,
+    ),
+    ep(
+        "POST",
+        "/api/v1/clinicians/{id}/availability/exceptions",
+        Target::Clinician,
+    ),
+    ep(
+        "DELETE",
+        "/api/v1/clinicians/{id}/availability/exceptions/{exception_id}",
+        Target::Exception,
+    ),
+    ep("GET", "/api/v1/clinicians/{id}/schedule", Target::Clinician),
 ];
+
+/// Appointments in the generated world start days ahead, so only cancelling and "no show" move them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Visit {
+    Booked,
+    Cancelled,
+    NoShow,
+}
+
+#[derive(Clone, Debug)]
+struct Appt {
+    id: Uuid,
+    patient: UserId,
+    clinician: UserId,
+    practice: PracticeId,
+    status: Visit,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
@@ -81,6 +146,12 @@ struct Model {
     names: HashMap<UserId, String>,
     regs: Vec<Reg>,
     notes: HashMap<UserId, BTreeSet<String>>,
+    /// Every clinician, with where they work.
+    clinicians: HashMap<UserId, PracticeId>,
+    /// Availability rules and exceptions: (id, clinician).
+    rules: Vec<(Uuid, UserId)>,
+    exceptions: Vec<(Uuid, UserId)>,
+    appts: Vec<Appt>,
 }
 
 impl Model {
@@ -127,6 +198,9 @@ enum Expect {
     Ok,
     Created,
     Accepted,
+    NoContent,
+    /// Allowed, but the request's content is refused (the generated requests ask for past times).
+    BadRequest,
     /// Allowed, but the data refuses the change.
     Conflict,
     NotFound,
@@ -154,6 +228,7 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
         ("GET", "/api/v1/me") => Ok,
         ("POST", "/api/v1/practices") => allowed(role == Role::PlatformAdmin && who.mfa, Created),
         ("GET", "/api/v1/registrations") => allowed(is_patient, Ok),
+        ("GET", "/api/v1/appointments") => allowed(is_patient, Ok),
         _ => {
             let id = target.expect("a target");
             match endpoint.target {
@@ -174,6 +249,14 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                             (role == Role::PracticeAdmin && works_at(p))
                                 || (role == Role::PlatformAdmin && who.mfa),
                             Accepted,
+                        ),
+                        "/api/v1/practices/{id}/slots" => {
+                            allowed(is_patient && model.registered_at(me) == Some(p), Ok)
+                        }
+                        "/api/v1/practices/{id}/booking-cutoff" => allowed(
+                            (role == Role::PracticeAdmin && works_at(p))
+                                || (role == Role::PlatformAdmin && who.mfa),
+                            Ok,
                         ),
                         "/api/v1/registrations" if is_patient => {
                             if model.live(me, p) {
@@ -214,6 +297,67 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                         _ => NotFound,
                     }
                 }
+                Target::Clinician | Target::ClinicianInBody => {
+                    let clinician = UserId::from_uuid(id);
+                    let Some(&at) = model.clinicians.get(&clinician) else {
+                        return NotFound;
+                    };
+                    let manages = (role == Role::Clinician && me == clinician && works_at(at))
+                        || (role == Role::PracticeAdmin && works_at(at));
+                    let staff_here = matches!(role, Role::Clinician | Role::PracticeAdmin) && works_at(at);
+                    match endpoint.path {
+                        "/api/v1/appointments" => {
+                            allowed(is_patient && model.registered_at(me) == Some(at), BadRequest)
+                        }
+                        "/api/v1/clinicians/{id}/availability" => allowed(manages, Ok),
+                        "/api/v1/clinicians/{id}/availability/rules"
+                        | "/api/v1/clinicians/{id}/availability/exceptions" => allowed(manages, Created),
+                        "/api/v1/clinicians/{id}/schedule" => allowed(staff_here, Ok),
+                        _ => NotFound,
+                    }
+                }
+                Target::Rule | Target::Exception => {
+                    let list = match endpoint.target {
+                        Target::Rule => &model.rules,
+                        _ => &model.exceptions,
+                    };
+                    match list.iter().find(|(r, _)| *r == id) {
+                        Some((_, clinician)) => {
+                            let at = model.clinicians[clinician];
+                            let manages = (role == Role::Clinician && me == *clinician && works_at(at))
+                                || (role == Role::PracticeAdmin && works_at(at));
+                            allowed(manages, NoContent)
+                        }
+                        None => NotFound,
+                    }
+                }
+                Target::Appointment => {
+                    let Some(a) = model.appts.iter().find(|a| a.id == id) else {
+                        return NotFound;
+                    };
+                    let own = is_patient && me == a.patient;
+                    let its_clinician = role == Role::Clinician && me == a.clinician && works_at(a.practice);
+                    let colleague = role == Role::Clinician
+                        && works_at(a.practice)
+                        && model.registered_at(a.patient) == Some(a.practice);
+                    let its_admin = role == Role::PracticeAdmin && works_at(a.practice);
+                    let booked = if a.status == Visit::Booked { Ok } else { Conflict };
+                    match endpoint.path {
+                        "/api/v1/appointments/{id}" | "/api/v1/appointments/{id}/events" => {
+                            allowed(own || its_clinician || colleague, Ok)
+                        }
+                        "/api/v1/appointments/{id}/cancel" => {
+                            allowed(own || its_clinician || colleague || its_admin, booked)
+                        }
+                        "/api/v1/appointments/{id}/reschedule" => allowed(own, BadRequest),
+                        "/api/v1/appointments/{id}/check-in" => allowed(own, Conflict),
+                        "/api/v1/appointments/{id}/start" | "/api/v1/appointments/{id}/complete" => {
+                            allowed(its_clinician, Conflict)
+                        }
+                        "/api/v1/appointments/{id}/no-show" => allowed(its_clinician, booked),
+                        _ => NotFound,
+                    }
+                }
                 Target::None => NotFound,
             }
         }
@@ -225,6 +369,8 @@ fn status_of(e: &Expect) -> StatusCode {
         Expect::Ok => StatusCode::OK,
         Expect::Created => StatusCode::CREATED,
         Expect::Accepted => StatusCode::ACCEPTED,
+        Expect::NoContent => StatusCode::NO_CONTENT,
+        Expect::BadRequest => StatusCode::BAD_REQUEST,
         Expect::Conflict => StatusCode::CONFLICT,
         Expect::NotFound => StatusCode::NOT_FOUND,
         Expect::LoginRequired => StatusCode::UNAUTHORIZED,
@@ -325,6 +471,79 @@ fn check_and_apply(model: &mut Model, who: &Person, endpoint: &Endpoint, target:
                 r.status = Status::Declined;
             }
         }
+        ("GET", "/api/v1/appointments") => {
+            let expected: BTreeSet<String> = model
+                .appts
+                .iter()
+                .filter(|a| a.patient == me)
+                .map(|a| a.id.to_string())
+                .collect();
+            assert_eq!(ids(body, "id"), expected);
+        }
+        ("GET", "/api/v1/appointments/{id}") => {
+            let a = model.appts.iter().find(|a| Some(a.id) == target).unwrap();
+            assert_eq!(body["id"], target_str);
+            assert_eq!(body["patient_id"], a.patient.to_string());
+            assert_eq!(
+                body["patient_name"].as_str(),
+                model.names.get(&a.patient).map(String::as_str)
+            );
+        }
+        ("POST", "/api/v1/appointments/{id}/cancel") | ("POST", "/api/v1/appointments/{id}/no-show") => {
+            let a = model.appts.iter_mut().find(|a| Some(a.id) == target).unwrap();
+            a.status = if endpoint.path.ends_with("cancel") {
+                Visit::Cancelled
+            } else {
+                Visit::NoShow
+            };
+            assert_eq!(
+                body["status"],
+                if a.status == Visit::Cancelled {
+                    "cancelled"
+                } else {
+                    "no_show"
+                }
+            );
+        }
+        ("GET", "/api/v1/clinicians/{id}/availability") => {
+            let clinician = UserId::from_uuid(target.unwrap());
+            let expected: BTreeSet<String> = model
+                .rules
+                .iter()
+                .filter(|(_, c)| *c == clinician)
+                .map(|(r, _)| r.to_string())
+                .collect();
+            assert_eq!(ids(&body["rules"], "id"), expected);
+        }
+        ("POST", "/api/v1/clinicians/{id}/availability/rules") => model.rules.push((
+            body["id"].as_str().unwrap().parse().unwrap(),
+            UserId::from_uuid(target.unwrap()),
+        )),
+        ("POST", "/api/v1/clinicians/{id}/availability/exceptions") => model.exceptions.push((
+            body["id"].as_str().unwrap().parse().unwrap(),
+            UserId::from_uuid(target.unwrap()),
+        )),
+        ("DELETE", "/api/v1/clinicians/{id}/availability/rules/{rule_id}") => {
+            model.rules.retain(|(r, _)| Some(*r) != target)
+        }
+        ("DELETE", "/api/v1/clinicians/{id}/availability/exceptions/{exception_id}") => {
+            model.exceptions.retain(|(r, _)| Some(*r) != target)
+        }
+        ("GET", "/api/v1/clinicians/{id}/schedule") => {
+            let clinician = target_str.as_str();
+            for item in body["appointments"].as_array().unwrap() {
+                let a = model
+                    .appts
+                    .iter()
+                    .find(|a| a.id.to_string() == item["appointment_id"].as_str().unwrap())
+                    .unwrap();
+                assert_eq!(
+                    a.clinician.to_string(),
+                    clinician,
+                    "only this clinician's appointments"
+                );
+            }
+        }
         ("POST", "/api/v1/practices") => model.practices.push(
             body["id"]
                 .as_str()
@@ -337,13 +556,51 @@ fn check_and_apply(model: &mut Model, who: &Person, endpoint: &Endpoint, target:
     }
 }
 
-async fn call(client: &Client, endpoint: &Endpoint, target: Option<Uuid>, n: usize) -> (StatusCode, Value) {
-    let path = match (endpoint.target, target) {
-        (Target::PracticeInBody | Target::None, _) | (_, None) => endpoint.path.to_owned(),
-        (_, Some(id)) => endpoint.path.replace("{id}", &id.to_string()),
+/// The path for `target`: rules and exceptions sit under their clinician (an unknown one under an unknown
+/// clinician).
+fn path_for(model: &Model, endpoint: &Endpoint, target: Option<Uuid>) -> String {
+    let owner = |list: &[(Uuid, UserId)], id: Uuid| {
+        list.iter()
+            .find(|(r, _)| *r == id)
+            .map_or_else(Uuid::new_v4, |(_, c)| c.as_uuid())
     };
-    if endpoint.method == "GET" {
-        return client.get(&path).await;
+    match (endpoint.target, target) {
+        (Target::PracticeInBody | Target::ClinicianInBody | Target::None, _) | (_, None) => {
+            endpoint.path.to_owned()
+        }
+        (Target::Rule, Some(id)) => endpoint
+            .path
+            .replace("{id}", &owner(&model.rules, id).to_string())
+            .replace("{rule_id}", &id.to_string()),
+        (Target::Exception, Some(id)) => endpoint
+            .path
+            .replace("{id}", &owner(&model.exceptions, id).to_string())
+            .replace("{exception_id}", &id.to_string()),
+        (_, Some(id)) => endpoint.path.replace("{id}", &id.to_string()),
+    }
+}
+
+/// A date far ahead, one per call, so that generated availability never overlaps.
+fn far_date(n: usize) -> String {
+    jiff::civil::date(2100, 1, 1)
+        .checked_add(jiff::Span::new().days(n as i64))
+        .unwrap()
+        .to_string()
+}
+
+async fn call(
+    client: &Client,
+    model: &Model,
+    endpoint: &Endpoint,
+    target: Option<Uuid>,
+    n: usize,
+) -> (StatusCode, Value) {
+    let path = path_for(model, endpoint, target);
+    match endpoint.method {
+        "GET" if endpoint.path.ends_with("/events") => return client.open_stream(&path).await,
+        "GET" => return client.get(&path).await,
+        "DELETE" => return client.delete(&path).await,
+        _ => {}
     }
     let body = match endpoint.path {
         "/api/v1/practices" => {
@@ -354,8 +611,23 @@ async fn call(client: &Client, endpoint: &Endpoint, target: Option<Uuid>, n: usi
         }
         "/api/v1/registrations" => json!({"practice_id": target}),
         "/api/v1/patients/{id}/notes" => json!({"body": format!("note {n}")}),
+        "/api/v1/practices/{id}/booking-cutoff" => json!({"minutes": 120}),
+        "/api/v1/appointments" => {
+            json!({"clinician_id": target, "start": "2001-01-01T09:00:00Z", "kind": "video"})
+        }
+        "/api/v1/appointments/{id}/reschedule" => json!({"start": "2001-01-01T09:00:00Z"}),
+        "/api/v1/clinicians/{id}/availability/rules" => json!({
+            "weekday": 1 + n % 7, "start": "09:00", "end": "10:00", "slot_minutes": 15, "kinds": "either",
+            "valid_from": far_date(n), "valid_until": far_date(n),
+        }),
+        "/api/v1/clinicians/{id}/availability/exceptions" => {
+            json!({"date": far_date(n), "kind": "blocked", "note": format!("leave {n}")})
+        }
         _ => json!({}),
     };
+    if endpoint.method == "PUT" {
+        return client.put(&path, body).await;
+    }
     client.post(&path, body).await
 }
 
@@ -445,7 +717,7 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
         for (practice, decision) in history {
             let practice = model.practices[*practice];
             n += 1;
-            let (status, body) = call(&patient.client, request, Some(practice.as_uuid()), n).await;
+            let (status, body) = call(&patient.client, &model, request, Some(practice.as_uuid()), n).await;
             if status != StatusCode::CREATED {
                 continue;
             }
@@ -458,7 +730,7 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
                 Decision::Leave => continue,
             };
             let endpoint = ENDPOINTS.iter().find(|e| e.path == path).unwrap();
-            let (status, body) = call(&gp.client, endpoint, Some(id), n).await;
+            let (status, body) = call(&gp.client, &model, endpoint, Some(id), n).await;
             assert_eq!(status, StatusCode::OK, "{body}");
             check_and_apply(&mut model, gp, endpoint, Some(id), &body);
         }
@@ -473,11 +745,13 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
                 .find(|e| e.path == "/api/v1/patients/{id}/notes")
                 .unwrap();
             n += 1;
-            let (status, body) = call(&gp.client, endpoint, Some(patient.as_uuid()), n).await;
+            let (status, body) = call(&gp.client, &model, endpoint, Some(patient.as_uuid()), n).await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
             check_and_apply(&mut model, gp, endpoint, Some(patient.as_uuid()), &body);
         }
     }
+
+    book_appointments(&app, &mut model, &people, first_patient).await;
 
     let unknown = Uuid::new_v4();
     let anonymous = app.anonymous();
@@ -502,9 +776,27 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
                 .map(|r| Some(r.id))
                 .chain([Some(unknown)])
                 .collect(),
-            Target::Patient => people
+            Target::Patient | Target::Clinician | Target::ClinicianInBody => people
                 .iter()
                 .map(|p| Some(p.seeded.id.as_uuid()))
+                .chain([Some(unknown)])
+                .collect(),
+            Target::Appointment => model
+                .appts
+                .iter()
+                .map(|a| Some(a.id))
+                .chain([Some(unknown)])
+                .collect(),
+            Target::Rule => model
+                .rules
+                .iter()
+                .map(|(r, _)| Some(*r))
+                .chain([Some(unknown)])
+                .collect(),
+            Target::Exception => model
+                .exceptions
+                .iter()
+                .map(|(r, _)| Some(*r))
                 .chain([Some(unknown)])
                 .collect(),
         };
@@ -513,7 +805,7 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
                 n += 1;
                 let expected = expect(&model, who, endpoint, target);
                 let client = who.map_or(&anonymous, |p| &p.client);
-                let (status, body) = call(client, endpoint, target, n).await;
+                let (status, body) = call(client, &model, endpoint, target, n).await;
                 let label = format!(
                     "{} {} target={target:?} as {:?}: expected {expected:?}, got {status} {body}",
                     endpoint.method,
@@ -524,17 +816,93 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
                 match expected {
                     Expect::NotFound => assert_eq!(body, not_found_body(), "{label}"),
                     Expect::LoginRequired => assert_eq!(body["error"]["code"], "login_required", "{label}"),
-                    Expect::Ok | Expect::Created | Expect::Accepted => {
+                    Expect::Ok | Expect::Created | Expect::Accepted | Expect::NoContent => {
                         if let Some(who) = who {
                             check_and_apply(&mut model, who, endpoint, target, &body);
                         }
                     }
-                    Expect::Conflict => {}
+                    Expect::Conflict | Expect::BadRequest => {}
                 }
             }
         }
     }
     app.stop().await;
+}
+
+/// Each practice's first clinician opens a week of availability and takes a day of leave; each registered
+/// patient books one of their slots two days ahead, through the API.
+async fn book_appointments(app: &TestApp, model: &mut Model, people: &[Person], first_patient: usize) {
+    for p in people.iter().filter(|p| p.seeded.role == Role::Clinician) {
+        model.clinicians.insert(p.seeded.id, p.seeded.practice.unwrap());
+    }
+    for i in 0..model.practices.len() {
+        let gp = &people[1 + i];
+        let base = format!("/api/v1/clinicians/{}/availability", gp.seeded.id);
+        for weekday in 1..=7 {
+            let (status, body) = gp
+                .client
+                .post(
+                    &format!("{base}/rules"),
+                    json!({
+                        "weekday": weekday, "start": "09:00", "end": "17:00", "slot_minutes": 15, "kinds": "either",
+                        "valid_until": "2099-12-31",
+                    }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            model
+                .rules
+                .push((body["id"].as_str().unwrap().parse().unwrap(), gp.seeded.id));
+        }
+        let (status, body) = gp
+            .client
+            .post(
+                &format!("{base}/exceptions"),
+                json!({"date": far_date(0), "kind": "blocked", "note": "leave"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        model
+            .exceptions
+            .push((body["id"].as_str().unwrap().parse().unwrap(), gp.seeded.id));
+    }
+    let london = jiff::tz::TimeZone::get("Europe/London").unwrap();
+    let today = jiff::Timestamp::from_millisecond(app.clock.now_ms())
+        .unwrap()
+        .to_zoned(london)
+        .date();
+    let from = today.checked_add(jiff::Span::new().days(2)).unwrap();
+    for (k, patient) in people[first_patient..].iter().enumerate() {
+        let Some(practice) = model.registered_at(patient.seeded.id) else {
+            continue;
+        };
+        let gp = people[1 + model.practices.iter().position(|p| *p == practice).unwrap()]
+            .seeded
+            .id;
+        let (status, slots) = patient
+            .client
+            .get(&format!(
+                "/api/v1/practices/{practice}/slots?from={from}&days=7&clinician_id={gp}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{slots}");
+        let slot = &slots[k];
+        let (status, body) = patient
+            .client
+            .post(
+                "/api/v1/appointments",
+                json!({"clinician_id": gp, "start": slot["start"], "kind": "video", "reason": format!("reason {k}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        model.appts.push(Appt {
+            id: body["id"].as_str().unwrap().parse().unwrap(),
+            patient: patient.seeded.id,
+            clinician: gp,
+            practice,
+            status: Visit::Booked,
+        });
+    }
 }
 
 fn run_on_runtime(spec: WorldSpec, postgres: bool) {
@@ -572,6 +940,48 @@ proptest! {
     fn no_one_sees_what_the_policy_does_not_give_them_on_postgres(spec in world()) {
         run_on_runtime(spec, true);
     }
+}
+
+/// `clinician` opens availability and `patient` books its first slot two days ahead with `reason`; returns
+/// the appointment id and its local date.
+async fn book_with(
+    app: &TestApp,
+    clinician: &Person,
+    patient: &Person,
+    practice: PracticeId,
+    reason: &str,
+) -> (String, String) {
+    for weekday in 1..=7 {
+        let (status, body) = clinician
+            .client
+            .post(
+                &format!("/api/v1/clinicians/{}/availability/rules", clinician.seeded.id),
+                json!({"weekday": weekday, "start": "09:00", "end": "12:00", "slot_minutes": 15, "kinds": "either"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let london = jiff::tz::TimeZone::get("Europe/London").unwrap();
+    let day = jiff::Timestamp::from_millisecond(app.clock.now_ms())
+        .unwrap()
+        .to_zoned(london)
+        .date()
+        .checked_add(jiff::Span::new().days(2))
+        .unwrap();
+    let (status, slots) = patient
+        .client
+        .get(&format!("/api/v1/practices/{practice}/slots?from={day}&days=1"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{slots}");
+    let (status, body) = patient
+        .client
+        .post(
+            "/api/v1/appointments",
+            json!({"clinician_id": clinician.seeded.id, "start": slots[0]["start"], "kind": "audio", "reason": reason}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (body["id"].as_str().unwrap().to_owned(), day.to_string())
 }
 
 /// The web pages, as every kind of principal: each answers by role, and none shows another patient's
@@ -617,32 +1027,77 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
         );
     }
     let (ann_name, bob_name, cat_name) = (&names[0], &names[1], &names[2]);
+    let (appointment, day) = book_with(&app, &gp, &ann, north, "ann-private-reason").await;
     let secrets = [
         ("ann", ann_name.as_str()),
-        ("ann", "ann-private-note"),
+        ("ann-note", "ann-private-note"),
+        ("ann-reason", "ann-private-reason"),
         ("bob", bob_name.as_str()),
-        ("bob", "bob-private-note"),
+        ("bob-note", "bob-private-note"),
         ("cat", cat_name.as_str()),
     ];
 
     // (who, what they may see, page → expected status)
-    let cases: Vec<(&str, &Person, &[&str], [u16; 4])> = vec![
-        // pages: /home, /record, /access-log, /practice/queue
-        ("ann", &ann, &["ann"], [200, 200, 200, 404]),
-        ("bob", &bob, &["bob"], [200, 200, 200, 404]),
-        ("cat", &cat, &["cat"], [200, 200, 200, 404]),
-        ("north clinician", &gp, &["ann", "cat"], [200, 404, 404, 200]),
-        ("south clinician", &gp_south, &["bob"], [200, 404, 404, 200]),
-        ("north admin", &admin, &["cat"], [200, 404, 404, 200]),
-        ("platform admin", &platform, &[], [200, 404, 404, 404]),
+    let cases: Vec<(&str, &Person, &[&str], [u16; 8])> = vec![
+        // pages: as listed in `pages` below
+        (
+            "ann",
+            &ann,
+            &["ann", "ann-note", "ann-reason"],
+            [200, 200, 200, 404, 200, 200, 404, 404],
+        ),
+        (
+            "bob",
+            &bob,
+            &["bob", "bob-note"],
+            [200, 200, 200, 404, 200, 404, 404, 404],
+        ),
+        ("cat", &cat, &["cat"], [200, 200, 200, 404, 200, 404, 404, 404]),
+        (
+            "north clinician",
+            &gp,
+            &["ann", "ann-note", "cat"],
+            [200, 404, 404, 200, 404, 404, 200, 200],
+        ),
+        (
+            "south clinician",
+            &gp_south,
+            &["bob", "bob-note"],
+            [200, 404, 404, 200, 404, 404, 404, 404],
+        ),
+        // The practice admin sees who is booked when, never why.
+        (
+            "north admin",
+            &admin,
+            &["ann", "cat"],
+            [200, 404, 404, 200, 404, 404, 200, 200],
+        ),
+        (
+            "platform admin",
+            &platform,
+            &[],
+            [200, 404, 404, 404, 404, 404, 404, 404],
+        ),
         (
             "clinician without a second factor",
             &unenrolled,
             &[],
-            [303, 303, 303, 303],
+            [303, 303, 303, 303, 303, 303, 303, 303],
         ),
     ];
-    let pages = ["/home", "/record", "/access-log", "/practice/queue"];
+    let appointment_page = format!("/appointments/{appointment}");
+    let schedule_page = format!("/schedule?date={day}&clinician={}", gp.seeded.id);
+    let availability_page = format!("/availability?clinician={}", gp.seeded.id);
+    let pages = [
+        "/home",
+        "/record",
+        "/access-log",
+        "/practice/queue",
+        "/appointments",
+        appointment_page.as_str(),
+        schedule_page.as_str(),
+        availability_page.as_str(),
+    ];
     for (label, who, visible, expected) in &cases {
         for (page, status) in pages.iter().zip(expected) {
             let (got, body) = who.client.get(page).await;

@@ -246,6 +246,43 @@ impl Client {
         .await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        Self::finish(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        Self::finish(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Only the status of a streaming answer (server-sent events), or the whole body of an error.
+    pub async fn open_stream(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        if response.status().is_success() {
+            return (response.status(), Value::Null);
+        }
+        Self::finish(response).await
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,

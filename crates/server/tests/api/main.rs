@@ -1,6 +1,7 @@
 //! The JSON API, exercised over HTTP against the real app on 127.0.0.1 with its own data directory.
 
 mod accounts;
+mod appointments;
 mod cross_user;
 mod helpers;
 mod input;
