@@ -365,12 +365,21 @@ async fn slot_taken(
     viewer: &TimeZone,
 ) -> ApiError {
     let now = state.clock.now();
-    let until = now
-        .checked_add(SignedDuration::from_hours(24 * MAX_DAYS_AHEAD))
-        .unwrap_or(now);
-    let next: Vec<SlotView> = clinician_free_slots(state, clinician.id, tz, now, until, false)
-        .await
-        .unwrap_or_default()
+    // Most refusals have alternatives the same day: look further only when the nearer window has too few,
+    // so that a burst of refusals under contention stays cheap.
+    let mut free = Vec::new();
+    for days in [1, 7, MAX_DAYS_AHEAD] {
+        let until = now
+            .checked_add(SignedDuration::from_hours(24 * days))
+            .unwrap_or(now);
+        free = clinician_free_slots(state, clinician.id, tz, now, until, false)
+            .await
+            .unwrap_or_default();
+        if free.len() >= SUGGESTIONS {
+            break;
+        }
+    }
+    let next: Vec<SlotView> = free
         .iter()
         .take(SUGGESTIONS)
         .map(|s| slot_view(s, clinician, viewer))
