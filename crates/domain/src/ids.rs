@@ -63,3 +63,16 @@ id_type!(
     /// One weekly availability rule or one exception to it.
     AvailabilityId
 );
+id_type!(
+    /// The call held for one appointment.
+    ConsultationId
+);
+id_type!(
+    /// The one recording of a consultation.
+    RecordingId
+);
+id_type!(
+    /// Someone without an account, such as an interpreter, invited into one consultation by a single-use
+    /// link. Account holders take part as themselves, by their [`UserId`].
+    GuestId
+);

@@ -2,6 +2,7 @@
 //! randomness are passed in, so everything is deterministic under test.
 
 pub mod audit;
+pub mod consultation;
 pub mod identity;
 pub mod ids;
 pub mod password;
@@ -10,5 +11,5 @@ pub mod practice;
 pub mod registration;
 pub mod scheduling;
 
-pub use ids::{AppointmentId, PracticeId, RegistrationId, UserId};
+pub use ids::{AppointmentId, ConsultationId, GuestId, PracticeId, RecordingId, RegistrationId, UserId};
 pub use jiff::Timestamp;

@@ -105,6 +105,22 @@ impl AppState {
         decision.map_err(|_| ApiError::NotFound)
     }
 
+    /// The thing looked up, or, when nothing exists under that name, a recorded refusal answered as a
+    /// denial would be.
+    pub async fn found<T>(
+        &self,
+        found: Option<T>,
+        session: &Session,
+        action: Action,
+        resource: impl FnOnce() -> String,
+        request: &RequestId,
+    ) -> Result<T, ApiError> {
+        match found {
+            Some(thing) => Ok(thing),
+            None => Err(self.not_found(session, action, resource(), request).await),
+        }
+    }
+
     /// Records an attempt on something that does not exist, and answers as for a denial.
     pub async fn not_found(
         &self,

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 
 use crate::identity::Role;
-use crate::ids::{AppointmentId, PracticeId, RegistrationId, UserId};
+use crate::ids::{AppointmentId, ConsultationId, PracticeId, RecordingId, RegistrationId, UserId};
 use crate::registration::RegistrationStatus;
 
 /// Who is asking, as established by their session.
@@ -65,10 +65,26 @@ pub enum Action {
     RunConsultation,
     /// A patient's list of their own appointments.
     ListAppointments,
+    /// Be in the call: the consultation's patient and clinician. Invited guests hold no account and come
+    /// in by their single-use link instead.
+    JoinConsultation,
+    InviteGuest,
+    /// A recording's details: when, how long, which segments.
+    ReadRecording,
+    /// A recording's audio and video.
+    PlayRecording,
+    /// Play a recording of a call one was not in. The caller checks and logs the typed reason; the gate
+    /// decides who may ask.
+    BreakGlassRecording,
+    /// How long the practice keeps recordings. Set for the practice as a whole, so that whoever sets it
+    /// never needs to see which patients were recorded.
+    ManageRetention,
+    /// A patient's list of their own recordings.
+    ListRecordings,
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 28] = [
         Action::ReadProfile,
         Action::ReadRecord,
         Action::WriteRecord,
@@ -90,6 +106,13 @@ impl Action {
         Action::CheckIn,
         Action::RunConsultation,
         Action::ListAppointments,
+        Action::JoinConsultation,
+        Action::InviteGuest,
+        Action::ReadRecording,
+        Action::PlayRecording,
+        Action::BreakGlassRecording,
+        Action::ManageRetention,
+        Action::ListRecordings,
     ];
 
     /// The name written to the audit log.
@@ -116,6 +139,13 @@ impl Action {
             Action::CheckIn => "appointment.check_in",
             Action::RunConsultation => "appointment.run",
             Action::ListAppointments => "patient.appointments.list",
+            Action::JoinConsultation => "consultation.join",
+            Action::InviteGuest => "consultation.invite_guest",
+            Action::ReadRecording => "recording.read",
+            Action::PlayRecording => "recording.play",
+            Action::BreakGlassRecording => "recording.break_glass",
+            Action::ManageRetention => "practice.retention.manage",
+            Action::ListRecordings => "patient.recordings.list",
         }
     }
 }
@@ -171,6 +201,27 @@ pub struct AppointmentRef {
     pub practice: PracticeId,
 }
 
+/// A consultation, bound when it started to its appointment's patient, clinician and practice. Its guests
+/// are not here: they hold no account, so the gate is never asked about them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsultationRef {
+    pub id: ConsultationId,
+    pub appointment: AppointmentId,
+    pub patient: PatientRef,
+    pub clinician: UserId,
+    pub practice: PracticeId,
+}
+
+/// A recording, with the owners it was given when its consultation started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordingRef {
+    pub id: RecordingId,
+    pub consultation: ConsultationId,
+    pub patient: PatientRef,
+    pub clinician: UserId,
+    pub practice: PracticeId,
+}
+
 /// What an action is done to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
@@ -181,6 +232,8 @@ pub enum Resource {
     Clinician(ClinicianRef),
     PatientAtPractice(PatientAtPractice),
     Appointment(AppointmentRef),
+    Consultation(ConsultationRef),
+    Recording(RecordingRef),
     Platform,
 }
 
@@ -193,6 +246,8 @@ impl Resource {
             Resource::NewRegistration(r) => Some(r.patient),
             Resource::PatientAtPractice(r) => Some(r.patient.patient),
             Resource::Appointment(a) => Some(a.patient.patient),
+            Resource::Consultation(c) => Some(c.patient.patient),
+            Resource::Recording(r) => Some(r.patient.patient),
             Resource::Practice(_) | Resource::Clinician(_) | Resource::Platform => None,
         }
     }
@@ -207,6 +262,8 @@ impl Resource {
             Resource::Clinician(c) => format!("clinician:{}", c.clinician),
             Resource::PatientAtPractice(r) => format!("practice:{}", r.practice),
             Resource::Appointment(a) => format!("appointment:{}", a.id),
+            Resource::Consultation(c) => format!("consultation:{}", c.id),
+            Resource::Recording(r) => format!("recording:{}", r.id),
             Resource::Platform => "platform".to_owned(),
         }
     }
@@ -222,9 +279,14 @@ pub enum Reason {
     PlatformWide,
     ClinicianSelf,
     ClinicianOfAppointment,
+    ClinicianOfConsultation,
+    BreakGlass,
     MfaRequired,
     NotRegisteredThere,
     NotTheirAppointment,
+    NotTheirConsultation,
+    NotTheirRecording,
+    WasInTheCall,
     NotTheirPatient,
     NotTheirPractice,
     RoleMayNot,
@@ -240,9 +302,14 @@ impl Reason {
             Reason::PlatformWide => "platform_admin",
             Reason::ClinicianSelf => "clinician_self",
             Reason::ClinicianOfAppointment => "clinician_of_appointment",
+            Reason::ClinicianOfConsultation => "clinician_of_consultation",
+            Reason::BreakGlass => "break_glass",
             Reason::MfaRequired => "mfa_required",
             Reason::NotRegisteredThere => "not_registered_there",
             Reason::NotTheirAppointment => "not_their_appointment",
+            Reason::NotTheirConsultation => "not_their_consultation",
+            Reason::NotTheirRecording => "not_their_recording",
+            Reason::WasInTheCall => "was_in_the_call",
             Reason::NotTheirPatient => "not_their_patient",
             Reason::NotTheirPractice => "not_their_practice",
             Reason::RoleMayNot => "role_may_not",
@@ -392,9 +459,51 @@ pub fn decide(principal: &Principal, action: Action, resource: &Resource, ctx: &
             ),
             Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
         },
-        (ListAppointments, Resource::Patient(p)) => match principal.role {
+        (ListAppointments | ListRecordings, Resource::Patient(p)) => match principal.role {
             Patient => allow_if(principal.user == p.patient, PatientSelf, NotTheirPatient),
             Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (JoinConsultation | InviteGuest, Resource::Consultation(c)) => match principal.role {
+            Patient if action == JoinConsultation => allow_if(
+                principal.user == c.patient.patient,
+                PatientSelf,
+                NotTheirConsultation,
+            ),
+            Clinician => allow_if(
+                staff_of(c.practice) && principal.user == c.clinician,
+                ClinicianOfConsultation,
+                NotTheirConsultation,
+            ),
+            Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        // Only the two people who were in the call; admins manage accounts and retention, never content.
+        (ReadRecording | PlayRecording, Resource::Recording(r)) => match principal.role {
+            Patient => allow_if(
+                principal.user == r.patient.patient,
+                PatientSelf,
+                NotTheirRecording,
+            ),
+            Clinician => allow_if(
+                staff_of(r.practice) && principal.user == r.clinician,
+                ClinicianOfConsultation,
+                NotTheirRecording,
+            ),
+            PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (BreakGlassRecording, Resource::Recording(r)) => match principal.role {
+            // The call's own clinician plays it as a participant, so their access is never an emergency.
+            Clinician if principal.user == r.clinician => Decision::Deny(WasInTheCall),
+            Clinician if !staff_of(r.practice) => Decision::Deny(NotTheirPractice),
+            Clinician => allow_if(
+                r.patient.registered_at == Some(r.practice),
+                BreakGlass,
+                NotRegisteredThere,
+            ),
+            Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ManageRetention, Resource::Practice(p)) => match principal.role {
+            PracticeAdmin => allow_if(staff_of(p.practice), StaffOfPractice, NotTheirPractice),
+            Patient | Clinician | PlatformAdmin => Decision::Deny(RoleMayNot),
         },
         (ManagePlatform, Resource::Platform) => match principal.role {
             PlatformAdmin => Decision::Allow(PlatformWide),
@@ -449,6 +558,16 @@ impl From<AppointmentRef> for Resource {
         Resource::Appointment(r)
     }
 }
+impl From<ConsultationRef> for Resource {
+    fn from(r: ConsultationRef) -> Self {
+        Resource::Consultation(r)
+    }
+}
+impl From<RecordingRef> for Resource {
+    fn from(r: RecordingRef) -> Self {
+        Resource::Recording(r)
+    }
+}
 
 /// Marker types, one per action, so that a grant for reading cannot be used for writing.
 pub mod actions {
@@ -487,6 +606,13 @@ pub mod actions {
         CheckIn => CheckIn on AppointmentRef,
         RunConsultation => RunConsultation on AppointmentRef,
         ListAppointments => ListAppointments on PatientRef,
+        JoinConsultation => JoinConsultation on ConsultationRef,
+        InviteGuest => InviteGuest on ConsultationRef,
+        ReadRecording => ReadRecording on RecordingRef,
+        PlayRecording => PlayRecording on RecordingRef,
+        BreakGlassRecording => BreakGlassRecording on RecordingRef,
+        ManageRetention => ManageRetention on PracticeRef,
+        ListRecordings => ListRecordings on PatientRef,
     }
 }
 
@@ -527,6 +653,18 @@ impl<A: GuardedAction<On = PracticeRef>> Grant<A> {
 
 impl<A: GuardedAction<On = AppointmentRef>> Grant<A> {
     pub fn appointment(&self) -> &AppointmentRef {
+        &self.on
+    }
+}
+
+impl<A: GuardedAction<On = ConsultationRef>> Grant<A> {
+    pub fn consultation(&self) -> &ConsultationRef {
+        &self.on
+    }
+}
+
+impl<A: GuardedAction<On = RecordingRef>> Grant<A> {
+    pub fn recording(&self) -> &RecordingRef {
         &self.on
     }
 }

@@ -65,9 +65,46 @@ fn arb_resource() -> impl Strategy<Value = Resource> {
             clinician: user(c),
             practice: practice(p),
         })),
+        consultation_ref(),
+        recording_ref(),
         Just(Resource::Platform),
     ]
 }
+
+fn consultation_ref() -> impl Strategy<Value = Resource> {
+    (patient_ref(), 0u8..4, 0u8..3).prop_map(|(patient, c, p)| {
+        Resource::Consultation(ConsultationRef {
+            id: ConsultationId::from_uuid(Uuid::from_u128(11)),
+            appointment: AppointmentId::from_uuid(Uuid::from_u128(9)),
+            patient,
+            clinician: user(c),
+            practice: practice(p),
+        })
+    })
+}
+
+fn recording_ref() -> impl Strategy<Value = Resource> {
+    (patient_ref(), 0u8..4, 0u8..3).prop_map(|(patient, c, p)| {
+        Resource::Recording(RecordingRef {
+            id: RecordingId::from_uuid(Uuid::from_u128(13)),
+            consultation: ConsultationId::from_uuid(Uuid::from_u128(11)),
+            patient,
+            clinician: user(c),
+            practice: practice(p),
+        })
+    })
+}
+
+/// The actions about calls and recordings, which the whole-policy test reaches too rarely to be sure of.
+const CALL_ACTIONS: [Action; 7] = [
+    Action::JoinConsultation,
+    Action::InviteGuest,
+    Action::ReadRecording,
+    Action::PlayRecording,
+    Action::BreakGlassRecording,
+    Action::ManageRetention,
+    Action::ListRecordings,
+];
 
 /// The rules, restated as "who may" per action.
 fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
@@ -84,7 +121,10 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
             match action {
                 Action::ReadProfile | Action::ReadRecord => own || their_clinician,
                 Action::WriteRecord => their_clinician,
-                Action::ReadAccessLog | Action::ListRegistrations | Action::ListAppointments => own,
+                Action::ReadAccessLog
+                | Action::ListRegistrations
+                | Action::ListAppointments
+                | Action::ListRecordings => own,
                 _ => false,
             }
         }
@@ -104,6 +144,7 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
             Action::ManagePracticeStaff => {
                 who.role == Role::PlatformAdmin || who.role == Role::PracticeAdmin && works_at(&p.practice)
             }
+            Action::ManageRetention => who.role == Role::PracticeAdmin && works_at(&p.practice),
             _ => false,
         },
         Resource::Clinician(c) => match action {
@@ -136,6 +177,30 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
                 _ => false,
             }
         }
+        Resource::Consultation(c) => {
+            let own = is_patient && who.user == c.patient.patient;
+            let its_clinician = is_clinician && who.user == c.clinician && works_at(&c.practice);
+            match action {
+                Action::JoinConsultation => own || its_clinician,
+                Action::InviteGuest => its_clinician,
+                _ => false,
+            }
+        }
+        // Recordings: the two people in the call, or a colleague of the clinician breaking the glass
+        // while the patient is still registered there. Nobody else, admins least of all.
+        Resource::Recording(r) => {
+            let own = is_patient && who.user == r.patient.patient;
+            let its_clinician = is_clinician && who.user == r.clinician && works_at(&r.practice);
+            let colleague_not_in_the_call = is_clinician
+                && who.user != r.clinician
+                && works_at(&r.practice)
+                && r.patient.registered_at == Some(r.practice);
+            match action {
+                Action::ReadRecording | Action::PlayRecording => own || its_clinician,
+                Action::BreakGlassRecording => colleague_not_in_the_call,
+                _ => false,
+            }
+        }
         Resource::Platform => action == Action::ManagePlatform && who.role == Role::PlatformAdmin,
     }
 }
@@ -155,12 +220,38 @@ proptest! {
     }
 
     #[test]
+    fn calls_and_recordings_agree_with_the_oracle(
+        who in arb_principal(),
+        action in prop::sample::select(CALL_ACTIONS.to_vec()),
+        what in prop_oneof![
+            consultation_ref(),
+            recording_ref(),
+            patient_ref().prop_map(Resource::Patient),
+            (0u8..3).prop_map(|p| Resource::Practice(PracticeRef { practice: practice(p) })),
+        ],
+    ) {
+        let ctx = Context { mfa_verified: true };
+        prop_assert_eq!(decide(&who, action, &what, &ctx).is_allowed(), oracle(&who, action, &what, true));
+    }
+
+    #[test]
     fn admins_never_see_clinical_content(
         who in arb_principal().prop_filter("admins", |p| matches!(p.role, Role::PracticeAdmin | Role::PlatformAdmin)),
         what in arb_resource(),
     ) {
         let ctx = Context { mfa_verified: true };
-        for action in [Action::ReadRecord, Action::WriteRecord, Action::ReadProfile, Action::ReadAccessLog, Action::ReadAppointment] {
+        for action in [
+            Action::ReadRecord,
+            Action::WriteRecord,
+            Action::ReadProfile,
+            Action::ReadAccessLog,
+            Action::ReadAppointment,
+            Action::JoinConsultation,
+            Action::ListRecordings,
+            Action::ReadRecording,
+            Action::PlayRecording,
+            Action::BreakGlassRecording,
+        ] {
             prop_assert!(!decide(&who, action, &what, &ctx).is_allowed());
         }
     }
@@ -213,4 +304,86 @@ fn moving_practice_moves_access() {
     });
     assert!(!decide(&old, Action::ReadRecord, &moved, &ctx).is_allowed());
     assert!(decide(&new, Action::ReadRecord, &moved, &ctx).is_allowed());
+}
+
+fn recording(patient_registered_at: Option<PracticeId>) -> RecordingRef {
+    RecordingRef {
+        id: RecordingId::from_uuid(Uuid::from_u128(13)),
+        consultation: ConsultationId::from_uuid(Uuid::from_u128(11)),
+        patient: PatientRef {
+            patient: user(1),
+            registered_at: patient_registered_at,
+        },
+        clinician: user(2),
+        practice: practice(1),
+    }
+}
+
+fn clinician(n: u8, at: u8) -> Principal {
+    Principal {
+        user: user(n),
+        role: Role::Clinician,
+        practice: Some(practice(at)),
+    }
+}
+
+#[test]
+fn break_glass_is_for_a_colleague_who_was_not_in_the_call() {
+    let ctx = Context { mfa_verified: true };
+    let here = recording(Some(practice(1)));
+    let decision =
+        |who: &Principal, on: RecordingRef| decide(who, Action::BreakGlassRecording, &on.into(), &ctx);
+    assert_eq!(
+        decision(&clinician(3, 1), here),
+        Decision::Allow(Reason::BreakGlass)
+    );
+    assert_eq!(
+        decision(&clinician(2, 1), here),
+        Decision::Deny(Reason::WasInTheCall)
+    );
+    assert_eq!(
+        decision(&clinician(3, 2), here),
+        Decision::Deny(Reason::NotTheirPractice)
+    );
+    // Once the patient has left the practice, nobody there may break the glass on them.
+    let left = recording(Some(practice(2)));
+    assert_eq!(
+        decision(&clinician(3, 1), left),
+        Decision::Deny(Reason::NotRegisteredThere)
+    );
+    // The call's own clinician keeps their ordinary access, and a colleague has none without the glass.
+    let play = |who: &Principal| decide(who, Action::PlayRecording, &Resource::Recording(left), &ctx);
+    assert_eq!(
+        play(&clinician(2, 1)),
+        Decision::Allow(Reason::ClinicianOfConsultation)
+    );
+    assert_eq!(play(&clinician(3, 1)), Decision::Deny(Reason::NotTheirRecording));
+}
+
+#[test]
+fn a_recording_grant_names_its_recording_and_is_audited_as_one() {
+    let ann = Principal {
+        user: user(1),
+        role: Role::Patient,
+        practice: None,
+    };
+    let on = recording(None);
+    let grant = authorize::<actions::PlayRecording>(&ann, on, &Context { mfa_verified: false }).unwrap();
+    assert_eq!(grant.recording(), &on);
+    assert_eq!(grant.reason(), Reason::PatientSelf);
+    let resource = Resource::from(on);
+    assert_eq!(resource.audit_label(), format!("recording:{}", on.id));
+    assert_eq!(resource.subject_patient(), Some(user(1)));
+    let consultation = Resource::Consultation(ConsultationRef {
+        id: on.consultation,
+        appointment: AppointmentId::from_uuid(Uuid::from_u128(9)),
+        patient: on.patient,
+        clinician: on.clinician,
+        practice: on.practice,
+    });
+    assert_eq!(
+        consultation.audit_label(),
+        format!("consultation:{}", on.consultation)
+    );
+    assert_eq!(consultation.subject_patient(), Some(user(1)));
 }

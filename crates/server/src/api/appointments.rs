@@ -582,12 +582,10 @@ pub async fn appointment_ref(
     request: &RequestId,
 ) -> Result<AppointmentRef, ApiError> {
     let id = AppointmentId::from_uuid(id);
-    match state.store.appointment_ref(id).await? {
-        Some(a) => Ok(a),
-        None => Err(state
-            .not_found(session, action, format!("appointment:{id}"), request)
-            .await),
-    }
+    let found = state.store.appointment_ref(id).await?;
+    state
+        .found(found, session, action, || format!("appointment:{id}"), request)
+        .await
 }
 
 pub async fn get(

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use confide_domain::UserId;
 use confide_domain::ids::AvailabilityId;
 use confide_domain::policy::actions::{ManageAvailability, ManagePracticeStaff, ViewSchedule};
-use confide_domain::policy::{Action, ClinicianRef, PracticeRef};
+use confide_domain::policy::{Action, ClinicianRef, Grant, PracticeRef};
 use confide_domain::scheduling::{
     AvailabilityError, AvailabilityException, AvailabilityRule, ExceptionKind, KindsOffered, MinuteOfDay,
     SlotLength, weekday_from_number,
@@ -45,12 +45,27 @@ pub async fn clinician_ref(
     request: &RequestId,
 ) -> Result<ClinicianRef, ApiError> {
     let clinician = UserId::from_uuid(id);
-    match state.store.clinician_ref(clinician).await? {
-        Some(c) => Ok(c),
-        None => Err(state
-            .not_found(session, action, format!("clinician:{clinician}"), request)
-            .await),
-    }
+    let found = state.store.clinician_ref(clinician).await?;
+    state
+        .found(
+            found,
+            session,
+            action,
+            || format!("clinician:{clinician}"),
+            request,
+        )
+        .await
+}
+
+/// The gate's answer to changing or reading `clinician`'s availability.
+async fn manage(
+    state: &AppState,
+    session: &Session,
+    clinician: Uuid,
+    request: &RequestId,
+) -> Result<Grant<ManageAvailability>, ApiError> {
+    let on = clinician_ref(state, session, clinician, Action::ManageAvailability, request).await?;
+    state.authorize::<ManageAvailability>(session, on, request).await
 }
 
 /// The practice's time zone: availability is kept in it.
@@ -138,10 +153,7 @@ pub async fn availability(
     clinician: Uuid,
     request: &RequestId,
 ) -> Result<AvailabilityView, ApiError> {
-    let on = clinician_ref(state, session, clinician, Action::ManageAvailability, request).await?;
-    let grant = state
-        .authorize::<ManageAvailability>(session, on, request)
-        .await?;
+    let grant = manage(state, session, clinician, request).await?;
     let practice = state
         .store
         .practice(grant.on().practice)
@@ -221,10 +233,7 @@ pub async fn add_rule(
         .as_deref()
         .map(|d| parse_date("valid_from", d))
         .transpose()?;
-    let on = clinician_ref(state, session, clinician, Action::ManageAvailability, request).await?;
-    let grant = state
-        .authorize::<ManageAvailability>(session, on, request)
-        .await?;
+    let grant = manage(state, session, clinician, request).await?;
     let tz = practice_zone(state, grant.on().practice).await?;
     let valid_from = explicit_from.unwrap_or_else(|| state.clock.now().to_zoned(tz).date());
     let rule = AvailabilityRule::new(weekday, start, end, slot, kinds, valid_from, valid_until)?;
@@ -264,18 +273,12 @@ pub async fn remove_rule(
     rule: Uuid,
     request: &RequestId,
 ) -> Result<(), ApiError> {
-    let on = clinician_ref(state, session, clinician, Action::ManageAvailability, request).await?;
-    let grant = state
-        .authorize::<ManageAvailability>(session, on, request)
-        .await?;
-    match state
+    let grant = manage(state, session, clinician, request).await?;
+    let found = state
         .store
         .remove_availability_rule(&grant, AvailabilityId::from_uuid(rule))
-        .await?
-    {
-        true => Ok(()),
-        false => Err(ApiError::NotFound),
-    }
+        .await?;
+    found.then_some(()).ok_or(ApiError::NotFound)
 }
 
 #[utoipa::path(delete, path = "/api/v1/clinicians/{id}/availability/rules/{rule_id}", tag = "scheduling",
@@ -353,10 +356,7 @@ pub async fn add_exception(
         ));
     }
     let exception = AvailabilityException::new(date, start, end, kind)?;
-    let on = clinician_ref(state, session, clinician, Action::ManageAvailability, request).await?;
-    let grant = state
-        .authorize::<ManageAvailability>(session, on, request)
-        .await?;
+    let grant = manage(state, session, clinician, request).await?;
     let id = AvailabilityId::from_uuid(Uuid::now_v7());
     Ok(state
         .store
@@ -387,18 +387,12 @@ pub async fn remove_exception(
     exception: Uuid,
     request: &RequestId,
 ) -> Result<(), ApiError> {
-    let on = clinician_ref(state, session, clinician, Action::ManageAvailability, request).await?;
-    let grant = state
-        .authorize::<ManageAvailability>(session, on, request)
-        .await?;
-    match state
+    let grant = manage(state, session, clinician, request).await?;
+    let found = state
         .store
         .remove_availability_exception(&grant, AvailabilityId::from_uuid(exception))
-        .await?
-    {
-        true => Ok(()),
-        false => Err(ApiError::NotFound),
-    }
+        .await?;
+    found.then_some(()).ok_or(ApiError::NotFound)
 }
 
 #[utoipa::path(delete, path = "/api/v1/clinicians/{id}/availability/exceptions/{exception_id}", tag = "scheduling",

@@ -25,12 +25,10 @@ pub async fn patient_ref(
     request: &RequestId,
 ) -> Result<PatientRef, ApiError> {
     let patient = UserId::from_uuid(id);
-    match state.store.patient_ref(patient).await? {
-        Some(r) => Ok(r),
-        None => Err(state
-            .not_found(session, action, format!("patient:{patient}"), request)
-            .await),
-    }
+    let found = state.store.patient_ref(patient).await?;
+    state
+        .found(found, session, action, || format!("patient:{patient}"), request)
+        .await
 }
 
 #[derive(Serialize, ToSchema, Clone, Debug)]
