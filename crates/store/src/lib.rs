@@ -230,6 +230,7 @@ impl Store {
             UnscopedTable::ClinicalNotes => "SELECT COUNT(*) AS n FROM clinical_notes",
             UnscopedTable::AuditLog => "SELECT COUNT(*) AS n FROM audit_log",
             UnscopedTable::Appointments => "SELECT COUNT(*) AS n FROM appointments",
+            UnscopedTable::Recordings => "SELECT COUNT(*) AS n FROM recordings",
         };
         let row = self.select_one(Scope::default(), sql, &[]).await?;
         row.map_or(Ok(0), |r| r.try_get("n"))
@@ -243,6 +244,7 @@ pub enum UnscopedTable {
     ClinicalNotes,
     AuditLog,
     Appointments,
+    Recordings,
 }
 
 async fn connect_pool(url: &str, backend: Backend, role: Role, size: u32) -> Result<AnyPool> {

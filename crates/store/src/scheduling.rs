@@ -4,17 +4,20 @@
 //! clinician's five-minute units in `appointment_units`, whose primary key admits each unit once. The
 //! unique violation of a losing booking becomes [`Conflict::SlotTaken`].
 
+use confide_domain::consultation::{
+    Consultation, ConsultationMode, SegmentReason, StoredRecording, StoredSegment,
+};
 use confide_domain::ids::AvailabilityId;
 use confide_domain::policy::actions::{
-    BookAppointment, CancelAppointment, CheckIn, ListAppointments, ManageAvailability, ReadAppointment,
-    RescheduleAppointment, RunConsultation, ViewSchedule,
+    BookAppointment, CancelAppointment, CheckIn, ListAppointments, ListRecordings, ManageAvailability,
+    ReadAppointment, RescheduleAppointment, RunConsultation, ViewSchedule,
 };
 use confide_domain::policy::{AppointmentRef, ClinicianRef, Grant, PatientRef};
 use confide_domain::scheduling::{
     AppointmentStatus, AvailabilityException, AvailabilityRule, Booked, ConsultationKind, ExceptionKind,
     KindsOffered, MinuteOfDay, SlotLength, check_in_open, units, weekday_from_number,
 };
-use confide_domain::{AppointmentId, PracticeId, UserId};
+use confide_domain::{AppointmentId, PracticeId, Timestamp, UserId};
 use sqlx::{Any, Transaction};
 
 use crate::read::{OwnedRow, Param};
@@ -367,6 +370,37 @@ fn check_cutoff(current: &Current, earliest_start_ms: Option<i64>) -> Result<()>
         Some(earliest) if current.start_ms < earliest => Err(Conflict::PastCutoff.into()),
         _ => Ok(()),
     }
+}
+
+fn segment_reason(reason: SegmentReason) -> &'static str {
+    match reason {
+        SegmentReason::Start => "start",
+        SegmentReason::ModeSwitch => "mode_switch",
+        SegmentReason::Reconnect => "reconnect",
+        SegmentReason::Restart => "restart",
+    }
+}
+
+fn stored_segment(row: &OwnedRow) -> Result<StoredSegment> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("recording segment {what}"));
+    let reason = match row.try_get::<String>("reason")?.as_str() {
+        "start" => SegmentReason::Start,
+        "mode_switch" => SegmentReason::ModeSwitch,
+        "reconnect" => SegmentReason::Reconnect,
+        "restart" => SegmentReason::Restart,
+        _ => return Err(corrupt("reason")),
+    };
+    let mode = match row.try_get::<String>("mode")?.as_str() {
+        "audio_only" => ConsultationMode::AudioOnly,
+        "video" => ConsultationMode::Video,
+        _ => return Err(corrupt("mode")),
+    };
+    Ok(StoredSegment {
+        index: u32::try_from(row.try_get::<i64>("idx")?).map_err(|_| corrupt("index"))?,
+        reason,
+        mode,
+        started_at: Timestamp::from_millisecond(row.try_get("started_at")?).map_err(|_| corrupt("time"))?,
+    })
 }
 
 fn appointment_scope<'a>(actor: &'a str, practice: &'a str) -> Scope<'a> {
@@ -909,6 +943,138 @@ impl Store {
         self.reread(tx, &id).await
     }
 
+    /// The kind the appointment was booked as, for the clinician about to start it.
+    pub async fn appointment_kind(&self, grant: &Grant<RunConsultation>) -> Result<ConsultationKind> {
+        let a = grant.appointment();
+        let (actor, practice) = (grant.principal().user.to_string(), a.practice.to_string());
+        let row = self
+            .select_one(
+                appointment_scope(&actor, &practice),
+                "SELECT kind FROM appointments WHERE id = $1",
+                &[Param::from(a.id.to_string())],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the appointment being started is gone".into()))?;
+        row.parse("kind")
+    }
+
+    /// Starts the consultation: the appointment moves from checked_in to in_consultation and the
+    /// consultation, its recording and the recording's first segment are stored, in one transaction. The
+    /// database checks again that the recording's owners are the appointment's.
+    pub async fn start_consultation(
+        &self,
+        grant: &Grant<RunConsultation>,
+        consultation: &Consultation,
+        at_ms: i64,
+    ) -> Result<Appointment> {
+        let a = grant.appointment();
+        let binding = consultation.binding();
+        if binding.appointment() != a.id {
+            return Err(StoreError::Invalid(
+                "this consultation is for another appointment".into(),
+            ));
+        }
+        let (actor, practice, id) = (
+            grant.principal().user.to_string(),
+            a.practice.to_string(),
+            a.id.to_string(),
+        );
+        let mut tx = self.write(appointment_scope(&actor, &practice)).await?;
+        let now = current(&mut tx, &id).await?;
+        now.status
+            .transition(AppointmentStatus::InConsultation)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "UPDATE appointments SET status = 'in_consultation', updated_at = $1, started_at = $1 WHERE id = $2",
+        )
+        .bind(at_ms)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        let recording = consultation.recording();
+        let (patient, clinician) = (binding.patient().to_string(), binding.clinician().to_string());
+        let started_at = consultation.started_at().as_millisecond();
+        sqlx::query(
+            "INSERT INTO consultations (id, appointment_id, patient_id, clinician_id, practice_id, recording_id, \
+             started_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(binding.consultation().to_string())
+        .bind(&id)
+        .bind(&patient)
+        .bind(&clinician)
+        .bind(binding.practice().to_string())
+        .bind(recording.id().to_string())
+        .bind(started_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO recordings (id, consultation_id, patient_id, clinician_id, practice_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(recording.id().to_string())
+        .bind(binding.consultation().to_string())
+        .bind(&patient)
+        .bind(&clinician)
+        .bind(binding.practice().to_string())
+        .bind(started_at)
+        .execute(&mut *tx)
+        .await?;
+        for segment in recording.segments() {
+            sqlx::query(
+                "INSERT INTO recording_segments (recording_id, idx, reason, mode, started_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(recording.id().to_string())
+            .bind(i64::from(segment.index()))
+            .bind(segment_reason(segment.reason()))
+            .bind(segment.mode().as_str())
+            .bind(segment.started_at().as_millisecond())
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.reread(tx, &id).await
+    }
+
+    /// A patient's recordings, newest first, as they are stored: for the patient only.
+    pub async fn patient_recordings(&self, grant: &Grant<ListRecordings>) -> Result<Vec<StoredRecording>> {
+        let (actor, patient) = (grant.principal().user.to_string(), grant.patient().to_string());
+        let scope = Scope {
+            actor: Some(&actor),
+            patient: Some(&patient),
+            practice: None,
+            gate_facts: false,
+        };
+        let rows = self
+            .select(
+                scope,
+                "SELECT id, consultation_id, patient_id, clinician_id, practice_id FROM recordings \
+                 WHERE patient_id = $1 ORDER BY created_at DESC, id",
+                &[Param::from(&patient)],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let segments = self
+                .select(
+                    scope,
+                    "SELECT idx, reason, mode, started_at FROM recording_segments WHERE recording_id = $1 \
+                     ORDER BY idx",
+                    &[Param::from(&id)],
+                )
+                .await?;
+            out.push(StoredRecording {
+                id: row.parse("id")?,
+                consultation: row.parse("consultation_id")?,
+                patient: row.parse("patient_id")?,
+                clinician: row.parse("clinician_id")?,
+                practice: row.parse("practice_id")?,
+                segments: segments.iter().map(stored_segment).collect::<Result<_>>()?,
+            });
+        }
+        Ok(out)
+    }
+
     /// The patient arrives in the waiting room, which is open from shortly before the start to the end.
     pub async fn check_in(&self, grant: &Grant<CheckIn>, at_ms: i64) -> Result<Appointment> {
         self.move_status(
@@ -920,17 +1086,15 @@ impl Store {
         .await
     }
 
-    /// The clinician starts, completes, or records a missed appointment.
+    /// The clinician completes the consultation, or records a missed appointment.
     pub async fn run_consultation(
         &self,
         grant: &Grant<RunConsultation>,
         to: AppointmentStatus,
         at_ms: i64,
     ) -> Result<Appointment> {
-        if !matches!(
-            to,
-            AppointmentStatus::InConsultation | AppointmentStatus::Completed | AppointmentStatus::NoShow
-        ) {
+        // Starting is start_consultation's alone, so that no call starts without its recording.
+        if !matches!(to, AppointmentStatus::Completed | AppointmentStatus::NoShow) {
             return Err(StoreError::Invalid(format!(
                 "a clinician cannot set an appointment to {to}"
             )));

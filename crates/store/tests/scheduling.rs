@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use confide_domain::consultation::{Consultation, ConsultationMode};
 use confide_domain::identity::{Email, PersonName, Role};
-use confide_domain::ids::AvailabilityId;
+use confide_domain::ids::{AvailabilityId, ConsultationId, RecordingId};
 use confide_domain::policy::{
     AppointmentRef, Context, Grant, GuardedAction, NewRegistration, PatientAtPractice, PatientRef, Principal,
     actions, authorize,
@@ -546,10 +547,7 @@ async fn status_moves_follow_the_state_machine() {
             is_invalid(&store.run_consultation(&run, Completed, 1_000).await),
             "{b:?}"
         );
-        assert!(
-            is_invalid(&store.run_consultation(&run, InConsultation, 1_000).await),
-            "{b:?}"
-        );
+        assert!(is_invalid(&start(&store, &run, 1_000).await), "{b:?}");
         let facts = store.appointment_ref(appt.id).await.unwrap().unwrap();
         assert!(authorize::<actions::RunConsultation>(&gp2, facts, &MFA).is_err());
 
@@ -580,11 +578,38 @@ async fn status_moves_follow_the_state_machine() {
             "{b:?}"
         );
 
-        let started = store.run_consultation(&run, InConsultation, 4_000).await.unwrap();
+        let started = start(&store, &run, 4_000).await.unwrap();
         assert_eq!(
             (started.status, started.started_at_ms),
             (InConsultation, Some(4_000))
         );
+        assert!(
+            is_invalid(&store.run_consultation(&run, InConsultation, 4_100).await),
+            "{b:?}: starting is start_consultation's alone, so that no call starts without its recording"
+        );
+        let list = authorize::<actions::ListRecordings>(
+            &ann,
+            store.patient_ref(ann.user).await.unwrap().unwrap(),
+            &MFA,
+        )
+        .unwrap();
+        let recordings = store.patient_recordings(&list).await.unwrap();
+        assert_eq!(recordings.len(), 1, "{b:?}");
+        let r = &recordings[0];
+        assert_eq!(
+            (r.patient, r.clinician, r.practice),
+            (ann.user, gp.user, north),
+            "{b:?}"
+        );
+        assert_eq!(r.segments.len(), 1, "{b:?}");
+        assert_eq!(r.segments[0].index, 0);
+        let bobs = authorize::<actions::ListRecordings>(
+            &bob,
+            store.patient_ref(bob.user).await.unwrap().unwrap(),
+            &MFA,
+        )
+        .unwrap();
+        assert!(store.patient_recordings(&bobs).await.unwrap().is_empty(), "{b:?}");
         let cancel = on_appointment::<actions::CancelAppointment>(&store, &ann, appt.id).await;
         assert!(
             is_invalid(&cancel_at(&store, &cancel, None, 4_500, &[]).await),
@@ -1797,4 +1822,20 @@ async fn on_postgres_a_booking_racing_a_move_is_refused_as_taken() {
         "booking gave {booked:?}; move gave {moved:?}"
     );
     store.close().await;
+}
+
+/// Starts the appointment's consultation, and with it its recording, as the server does.
+async fn start(
+    store: &Store,
+    grant: &confide_domain::policy::Grant<actions::RunConsultation>,
+    at_ms: i64,
+) -> Result<Appointment, StoreError> {
+    let consultation = Consultation::start(
+        ConsultationId::from_uuid(Uuid::new_v4()),
+        RecordingId::from_uuid(Uuid::new_v4()),
+        grant,
+        ConsultationMode::Video,
+        Timestamp::from_millisecond(at_ms).unwrap(),
+    );
+    store.start_consultation(grant, &consultation, at_ms).await
 }

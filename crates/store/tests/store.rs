@@ -1,8 +1,9 @@
 //! Store behaviour on every configured backend: SQLite always, PostgreSQL when CONFIDE_TEST_DATABASE_URL is set.
 
 use confide_domain::audit::{AuditEvent, Outcome, verify};
+use confide_domain::consultation::{Consultation, ConsultationMode};
 use confide_domain::identity::{Email, PersonName, Role};
-use confide_domain::ids::NoteId;
+use confide_domain::ids::{ConsultationId, NoteId, RecordingId};
 use confide_domain::policy::{
     Context, NewRegistration, PatientAtPractice, PracticeRef, Principal, actions, authorize,
 };
@@ -220,11 +221,12 @@ async fn without_a_grant_postgres_shows_no_patient_rows() {
         practice: north,
     };
     let grant = authorize::<actions::BookAppointment>(&ann, on, &MFA).unwrap();
+    let appointment = AppointmentId::from_uuid(Uuid::new_v4());
     store
         .book_appointment(
             &grant,
             NewAppointment {
-                id: AppointmentId::from_uuid(Uuid::new_v4()),
+                id: appointment,
                 clinician: gp.user,
                 start_ms: 1_800_000_000_000,
                 end_ms: 1_800_000_900_000,
@@ -236,7 +238,23 @@ async fn without_a_grant_postgres_shows_no_patient_rows() {
         )
         .await
         .unwrap();
+    let facts = store.appointment_ref(appointment).await.unwrap().unwrap();
+    let arrive = authorize::<actions::CheckIn>(&ann, facts, &MFA).unwrap();
+    store.check_in(&arrive, 1_800_000_000_000 - 60_000).await.unwrap();
+    let run = authorize::<actions::RunConsultation>(&gp, facts, &MFA).unwrap();
+    let consultation = Consultation::start(
+        ConsultationId::from_uuid(Uuid::new_v4()),
+        RecordingId::from_uuid(Uuid::new_v4()),
+        &run,
+        ConsultationMode::Video,
+        confide_domain::Timestamp::from_millisecond(1_800_000_000_000).unwrap(),
+    );
+    store
+        .start_consultation(&run, &consultation, 1_800_000_000_000)
+        .await
+        .unwrap();
 
+    assert_eq!(store.unscoped_count(UnscopedTable::Recordings).await.unwrap(), 0);
     assert_eq!(store.unscoped_count(UnscopedTable::Patients).await.unwrap(), 0);
     assert_eq!(
         store.unscoped_count(UnscopedTable::Appointments).await.unwrap(),
@@ -249,6 +267,7 @@ async fn without_a_grant_postgres_shows_no_patient_rows() {
     store.close().await;
 
     let owner = Store::open(&db.url, StoreRole::Owner).await.unwrap();
+    assert_eq!(owner.unscoped_count(UnscopedTable::Recordings).await.unwrap(), 1);
     assert_eq!(owner.unscoped_count(UnscopedTable::Patients).await.unwrap(), 1);
     assert_eq!(
         owner.unscoped_count(UnscopedTable::Appointments).await.unwrap(),

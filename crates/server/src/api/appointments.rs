@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use confide_domain::audit::Outcome;
+use confide_domain::consultation::Consultation;
+use confide_domain::ids::{ConsultationId, RecordingId};
 use confide_domain::policy::actions::{
     BookAppointment, CancelAppointment, CheckIn, ListAppointments, ReadAppointment, RescheduleAppointment,
     RunConsultation, ViewFreeSlots,
@@ -791,10 +793,26 @@ pub async fn run(
 ) -> Result<AppointmentView, ApiError> {
     let on = appointment_ref(state, session, id, Action::RunConsultation, request).await?;
     let grant = state.authorize::<RunConsultation>(session, on, request).await?;
-    let done = state
-        .store
-        .run_consultation(&grant, to, state.clock.now_ms())
-        .await?;
+    let done = if to == AppointmentStatus::InConsultation {
+        // The recording is made here, with the consultation, and bound to this appointment's people.
+        let kind = state.store.appointment_kind(&grant).await?;
+        let consultation = Consultation::start(
+            ConsultationId::from_uuid(Uuid::now_v7()),
+            RecordingId::from_uuid(Uuid::now_v7()),
+            &grant,
+            kind.into(),
+            state.clock.now(),
+        );
+        state
+            .store
+            .start_consultation(&grant, &consultation, state.clock.now_ms())
+            .await?
+    } else {
+        state
+            .store
+            .run_consultation(&grant, to, state.clock.now_ms())
+            .await?
+    };
     let action = match to {
         AppointmentStatus::InConsultation => "appointment.started",
         AppointmentStatus::Completed => "appointment.completed",
