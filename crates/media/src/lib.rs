@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod segment;
+pub mod sfu;
 
 pub use keys::{DataKey, KeyError, MasterKey, WrappedKey};
 pub use segment::{

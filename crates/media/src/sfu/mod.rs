@@ -1,0 +1,234 @@
+//! The video-call SFU: a sans-IO selective forwarding unit built on str0m.
+//!
+//! A [`Sfu`] holds rooms, one per consultation, each opened with its [`RoomId`]. A participant
+//! joins a room with an SDP offer and gets the answer; from then on every media frame it sends
+//! is written to the other participant of the same room and handed to the recorder as a
+//! [`RecordedFrame`] that carries the room and the sender as they were fixed when the room was
+//! opened and the participant joined — the recorder never has to look either up.
+//!
+//! The SFU is ICE-lite: it never gathers candidates, it announces one host candidate (the
+//! configured public address) and answers the browser's connectivity checks. All participants of
+//! all rooms share one UDP socket; incoming datagrams are routed to a participant by the ICE
+//! username on STUN and by the remote address otherwise. [`driver`] owns that socket.
+//!
+//! A room holds at most [`MAX_PARTICIPANTS`]: a consultation is a patient and a clinician, and
+//! each browser offers one audio and one video line that carries the other side's media back,
+//! so the SFU never has to start a negotiation itself. Either side switches between audio only
+//! and video by offering again ([`Sfu::renegotiate`]); a browser that lost its connection joins
+//! again, which replaces its old connection.
+
+pub mod driver;
+mod room;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::error::{IceError, RtcError, SdpError};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input};
+use uuid::Uuid;
+
+use crate::segment::Frame;
+use room::{Outputs, Room};
+
+/// A consultation has two people in it; a third join is refused (see the module docs).
+pub const MAX_PARTICIPANTS: usize = 2;
+
+/// Names a room; the server uses the consultation's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub Uuid);
+
+/// Names a participant; the server uses the user's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub Uuid);
+
+/// What a participant is in the consultation, as the server's access gate decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Patient,
+    Clinician,
+}
+
+/// Who joined: fixed at join and copied into every frame the participant sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Participant {
+    pub id: ParticipantId,
+    pub role: Role,
+}
+
+/// A media frame one participant sent, for the recorder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedFrame {
+    pub room: RoomId,
+    pub sender: Participant,
+    /// Opus (audio) or VP8 (video), as received. The timestamp is the arrival time in
+    /// microseconds since the room was opened: one clock for both tracks and both
+    /// participants, which RTP timestamps (random origin per stream) are not.
+    pub frame: Frame,
+}
+
+/// A datagram to send from the SFU's socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error("the announced address {0} can't be an ICE host candidate")]
+    BadAddress(SocketAddr, #[source] IceError),
+    #[error("room {0:?} is already open")]
+    RoomExists(RoomId),
+    #[error("room {0:?} is not open")]
+    UnknownRoom(RoomId),
+    #[error("room {0:?} already has {MAX_PARTICIPANTS} participants")]
+    RoomFull(RoomId),
+    #[error("{1:?} is not in room {0:?}")]
+    UnknownParticipant(RoomId, ParticipantId),
+    #[error("the offer is not valid SDP")]
+    BadOffer(#[source] SdpError),
+    #[error("the offer could not be accepted")]
+    Negotiation(#[source] RtcError),
+}
+
+/// The sans-IO SFU: feed it datagrams, time and signaling; take transmits and recorded frames.
+pub struct Sfu {
+    /// The address browsers send to; every datagram is handed to str0m as addressed to it,
+    /// since the socket may be bound to another (0.0.0.0, or a private address behind NAT).
+    public_addr: SocketAddr,
+    candidate: Candidate,
+    rooms: HashMap<RoomId, Room>,
+    /// Remote address → participant, learnt from routed datagrams, so that most datagrams
+    /// skip asking every connection whether it is theirs.
+    routes: HashMap<SocketAddr, (RoomId, ParticipantId)>,
+    out: Outputs,
+}
+
+impl Sfu {
+    /// An SFU that announces `public_addr` as its only candidate.
+    pub fn new(public_addr: SocketAddr) -> Result<Self, SfuError> {
+        let candidate =
+            Candidate::host(public_addr, "udp").map_err(|e| SfuError::BadAddress(public_addr, e))?;
+        Ok(Self {
+            public_addr,
+            candidate,
+            rooms: HashMap::new(),
+            routes: HashMap::new(),
+            out: Outputs::default(),
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// Opens the room for a consultation; its frames are timed from `now`.
+    pub fn open_room(&mut self, room: RoomId, now: Instant) -> Result<(), SfuError> {
+        if self.rooms.contains_key(&room) {
+            return Err(SfuError::RoomExists(room));
+        }
+        self.rooms.insert(room, Room::new(room, now));
+        Ok(())
+    }
+
+    /// Closes a room and drops its connections. Returns whether it was open.
+    pub fn close_room(&mut self, room: RoomId) -> bool {
+        self.routes.retain(|_, (r, _)| *r != room);
+        self.rooms.remove(&room).is_some()
+    }
+
+    /// Joins `who` to an open room with the browser's SDP offer and returns the SDP answer.
+    /// A participant already in the room is replaced: that is how a browser reconnects.
+    pub fn join(
+        &mut self,
+        room: RoomId,
+        who: Participant,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let offer = parse_offer(offer)?;
+        let r = self.rooms.get_mut(&room).ok_or(SfuError::UnknownRoom(room))?;
+        let answer = r.join(who, self.candidate.clone(), offer, now, &mut self.out)?;
+        // The old connection's addresses must not route to the new one.
+        self.routes.retain(|_, route| *route != (room, who.id));
+        Ok(answer)
+    }
+
+    /// Applies a new offer from a participant in the room (audio only ↔ video) and returns
+    /// the answer. The connection, and so the room and the sender in its frames, stay.
+    pub fn renegotiate(
+        &mut self,
+        room: RoomId,
+        participant: ParticipantId,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let offer = parse_offer(offer)?;
+        let r = self.rooms.get_mut(&room).ok_or(SfuError::UnknownRoom(room))?;
+        r.renegotiate(participant, offer, now, &mut self.out)
+    }
+
+    /// Removes a participant from a room. Returns whether they were in it.
+    pub fn leave(&mut self, room: RoomId, participant: ParticipantId) -> bool {
+        self.routes.retain(|_, route| *route != (room, participant));
+        self.rooms.get_mut(&room).is_some_and(|r| r.leave(participant))
+    }
+
+    /// Routes a datagram that arrived on the SFU's socket from `source`. Datagrams that belong
+    /// to no participant (stray, or from a connection that was replaced) are dropped.
+    pub fn handle_datagram(&mut self, source: SocketAddr, contents: &[u8], now: Instant) {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.public_addr, contents) else {
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let known = self.routes.get(&source).copied().filter(|(room, participant)| {
+            self.rooms
+                .get(room)
+                .is_some_and(|r| r.accepts(*participant, &input))
+        });
+        let route = known.or_else(|| {
+            self.rooms
+                .values()
+                .find_map(|r| r.accepting(&input).map(|participant| (r.id(), participant)))
+        });
+        let Some(route @ (room, participant)) = route else {
+            return;
+        };
+        self.routes.insert(source, route);
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.handle_input(participant, input, now, &mut self.out);
+        }
+    }
+
+    /// Advances time: runs every connection whose timeout has come, and drops connections that
+    /// have closed (ICE lost, DTLS failed); their browsers join again to come back.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for room in self.rooms.values_mut() {
+            room.handle_timeout(now, &mut self.out);
+        }
+        let rooms = &self.rooms;
+        self.routes
+            .retain(|_, (room, participant)| rooms.get(room).is_some_and(|r| r.contains(*participant)));
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due, if any connection exists.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.rooms.values().filter_map(Room::next_timeout).min()
+    }
+
+    /// The next datagram to send, in order.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// The next frame for the recorder, in order of arrival.
+    pub fn poll_recorded(&mut self) -> Option<RecordedFrame> {
+        self.out.recorded.pop_front()
+    }
+}
+
+fn parse_offer(offer: &str) -> Result<str0m::change::SdpOffer, SfuError> {
+    str0m::change::SdpOffer::from_sdp_string(offer).map_err(SfuError::BadOffer)
+}

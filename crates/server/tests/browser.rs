@@ -1,0 +1,365 @@
+//! End to end in real browsers: headless Chromium against the app on 127.0.0.1, driven over the DevTools
+//! protocol. The harness is in `browser/chromium.rs`; without Chromium installed these tests say they are
+//! skipped and pass (under CI they fail: `.ci/run` installs it).
+
+#[path = "browser/chromium.rs"]
+mod chromium;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confide_domain::identity::{Email, PersonName, Role};
+use confide_domain::password::NewPassword;
+use confide_domain::practice::{Address, PracticeName, TimeZoneName};
+use confide_domain::{PracticeId, Timestamp, UserId};
+use confide_server::auth::{hash_password, new_totp_secret, totp_code};
+use confide_server::{Clock, ManualClock, Running, ServerConfig};
+use confide_store::{NewPractice, NewUser};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use chromium::{Chromium, Tab, chromium_or_skip, js_string};
+
+const PASSWORD: &str = "violet-otter-sails-at-dawn";
+const LONDON: &str = "Europe/London";
+const WAITING: &str = "You are in the waiting room. Your clinician will start the consultation.";
+const IN_CONSULTATION: &str = "Your clinician is ready: the consultation has started.";
+
+/// The app on a temporary data directory and a manual clock, with one practice in London, a clinician who
+/// has an authenticator, and a patient registered there.
+struct Surgery {
+    running: Running,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+    practice: PracticeId,
+    day: jiff::civil::Date,
+    clinician: Account,
+    patient: Account,
+}
+
+struct Account {
+    id: UserId,
+    email: &'static str,
+    totp_secret: Option<String>,
+}
+
+/// `hh:mm` on `day` in London.
+fn london(day: jiff::civil::Date, hour: i8, minute: i8) -> Timestamp {
+    day.at(hour, minute, 0, 0).in_tz(LONDON).unwrap().timestamp()
+}
+
+impl Surgery {
+    /// Opens at 08:54 tomorrow (London); the clinician works 09:00 to 11:00 that day.
+    async fn open() -> Surgery {
+        let day = Timestamp::now().in_tz(LONDON).unwrap().date().tomorrow().unwrap();
+        let clock = Arc::new(ManualClock::new(london(day, 8, 54)));
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::embedded(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+        // Emails go out at once, so that the job runner is idle while the browsers write.
+        config.job_poll = Duration::from_millis(20);
+        let running = confide_server::spawn(config, clock.clone()).await.unwrap();
+        let practice = PracticeId::from_uuid(Uuid::now_v7());
+        running
+            .state
+            .store
+            .create_practice(NewPractice {
+                id: practice,
+                name: &PracticeName::parse("Riverside Surgery").unwrap(),
+                address: &Address::parse("1 High Street, Leeds").unwrap(),
+                time_zone: &TimeZoneName::parse(LONDON).unwrap(),
+                at_ms: clock.now_ms(),
+            })
+            .await
+            .unwrap();
+        let surgery = Surgery {
+            running,
+            clock,
+            _dir: dir,
+            practice,
+            day,
+            clinician: Account {
+                id: UserId::from_uuid(Uuid::now_v7()),
+                email: "grey@riverside.example",
+                totp_secret: Some(new_totp_secret()),
+            },
+            patient: Account {
+                id: UserId::from_uuid(Uuid::now_v7()),
+                email: "dee@example.org",
+                totp_secret: None,
+            },
+        };
+        surgery.create(Role::Clinician, "Dr Ada Grey").await;
+        surgery.create(Role::Patient, "Dee Example").await;
+
+        let clinician = surgery.api_login(&surgery.clinician).await;
+        let weekday = day.weekday().to_monday_one_offset();
+        let (status, body) = post(
+            &surgery,
+            &clinician,
+            &format!("/api/v1/clinicians/{}/availability/rules", surgery.clinician.id),
+            json!({"weekday": weekday, "start": "09:00", "end": "11:00", "slot_minutes": 15, "kinds": "either"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "availability: {body}");
+        let patient = surgery.api_login(&surgery.patient).await;
+        let (status, body) = post(
+            &surgery,
+            &patient,
+            "/api/v1/registrations",
+            json!({"practice_id": surgery.practice}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "registration: {body}");
+        let registration = body["id"].as_str().unwrap();
+        let (status, body) = post(
+            &surgery,
+            &clinician,
+            &format!("/api/v1/registrations/{registration}/accept"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "accepting the registration: {body}");
+        surgery.settle().await;
+        // A minute on, so that the clinician's next code (typed in the browser) is not the one spent here.
+        surgery.clock.advance(Duration::from_secs(60));
+        surgery
+    }
+
+    async fn create(&self, role: Role, name: &str) {
+        let account = match role {
+            Role::Patient => &self.patient,
+            _ => &self.clinician,
+        };
+        let store = &self.running.state.store;
+        store
+            .create_user(NewUser {
+                id: account.id,
+                email: &Email::parse(account.email).unwrap(),
+                name: &PersonName::parse(name).unwrap(),
+                role,
+                practice: (role != Role::Patient).then_some(self.practice),
+                password_hash: Some(hash_password(&NewPassword::parse(PASSWORD, &[]).unwrap())),
+                date_of_birth: (role == Role::Patient).then(|| "1984-03-14".to_owned()),
+                at_ms: self.clock.now_ms(),
+            })
+            .await
+            .unwrap();
+        if let Some(secret) = &account.totp_secret {
+            store.enable_totp(account.id, secret, &[]).await.unwrap();
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.url())
+    }
+
+    /// The current authenticator code for `account`, by the app's clock.
+    fn code(&self, account: &Account) -> Option<String> {
+        let now_secs = (self.clock.now_ms() / 1000) as u64;
+        account
+            .totp_secret
+            .as_ref()
+            .map(|secret| totp_code(secret, now_secs).unwrap())
+    }
+
+    /// A JSON API client logged in as `account`.
+    async fn api_login(&self, account: &Account) -> reqwest::Client {
+        let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+        let (status, body) = post(
+            self,
+            &client,
+            "/api/v1/auth/login",
+            json!({"email": account.email, "password": PASSWORD, "totp": self.code(account)}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "login of {}: {body}", account.email);
+        client
+    }
+
+    /// Waits until the job runner has sent every email due by the app's clock: on SQLite, a write that
+    /// meets the runner's can fail with "database is locked".
+    async fn settle(&self) {
+        let state = &self.running.state;
+        for _ in 0..500 {
+            if state
+                .store
+                .unfinished_due_jobs(state.clock.now_ms())
+                .await
+                .unwrap()
+                == 0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the job runner left due jobs unsent");
+    }
+
+    async fn stop(self) {
+        match tokio::time::timeout(Duration::from_secs(10), self.running.stop()).await {
+            Ok(result) => result.unwrap(),
+            Err(_) => panic!("the app did not stop within 10 s (a request still open?)"),
+        }
+    }
+}
+
+async fn post(surgery: &Surgery, client: &reqwest::Client, path: &str, body: Value) -> (StatusCode, Value) {
+    let response = client.post(surgery.url(path)).json(&body).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Logs in through the login page as a person would: types into the fields and presses the button, so that
+/// the browser posts the form with its CSRF cookie and token.
+async fn log_in(tab: &Tab, s: &Surgery, account: &Account) {
+    tab.goto(&s.url("/login")).await;
+    tab.type_into("#email", account.email).await;
+    tab.type_into("#password", PASSWORD).await;
+    if let Some(code) = s.code(account) {
+        tab.type_into("#code", &code).await;
+    }
+    tab.click("main form[action='/login'] button[type=submit]").await;
+    tab.wait_for(
+        &format!("{} to land on /home", account.email),
+        "location.pathname === '/home' && document.readyState === 'complete'",
+    )
+    .await;
+}
+
+fn assert_no_problems(tab: &Tab) {
+    let problems = tab.problems();
+    assert!(
+        problems.is_empty(),
+        "{}: the browser reported {problems:#?}",
+        tab.name()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patients_page_follows_the_waiting_room_live() {
+    let Some(executable) = chromium_or_skip("the_patients_page_follows_the_waiting_room_live") else {
+        return;
+    };
+    let s = Surgery::open().await;
+
+    // An appointment 5 minutes from now, booked through the API by the patient.
+    let start = london(s.day, 9, 0);
+    assert_eq!(start.as_millisecond() - s.clock.now_ms(), 5 * 60_000);
+    let patient_api = s.api_login(&s.patient).await;
+    let (status, body) = post(
+        &s,
+        &patient_api,
+        "/api/v1/appointments",
+        json!({"clinician_id": s.clinician.id, "start": start.to_string(), "kind": "video",
+               "reason": "A sore throat"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "booking: {body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    s.settle().await;
+
+    let (patient_browser, clinician_browser) =
+        tokio::join!(Chromium::launch(&executable), Chromium::launch(&executable));
+    let patient = patient_browser.tab("patient").await;
+    let clinician = clinician_browser.tab("clinician").await;
+
+    // The patient logs in, opens the appointment and checks in.
+    log_in(&patient, &s, &s.patient).await;
+    let page = s.url(&format!("/appointments/{id}"));
+    patient.goto(&page).await;
+    assert_eq!(patient.text("#live-status").await.as_deref(), Some("Booked"));
+    patient
+        .click(&format!(
+            "form[action='/appointments/{id}/check-in'] button[type=submit]"
+        ))
+        .await;
+    patient
+        .wait_for(
+            "the check-in to come back to the appointment",
+            &format!(
+                "location.pathname === {} && location.search.includes('notice=checked_in') \
+                 && document.readyState === 'complete'",
+                js_string(&format!("/appointments/{id}"))
+            ),
+        )
+        .await;
+    let status_is = |text: &str| {
+        format!(
+            "(document.getElementById('live-status') || {{}}).textContent === {}",
+            js_string(text)
+        )
+    };
+    patient
+        .wait_for("the waiting-room text", &status_is(WAITING))
+        .await;
+    // Marks this document: a reload would lose the mark.
+    patient.value("window.confideNotReloaded = true").await;
+
+    // The clinician logs in with their authenticator code and starts the consultation from the schedule.
+    log_in(&clinician, &s, &s.clinician).await;
+    clinician.goto(&s.url("/schedule")).await;
+    let start_button = "section[aria-labelledby='queue-heading'] button[name=action][value=start]";
+    clinician
+        .wait_for(
+            "the patient in the schedule's waiting room",
+            &format!("document.querySelector({}) !== null", js_string(start_button)),
+        )
+        .await;
+    clinician.click(start_button).await;
+    clinician
+        .wait_for(
+            "the schedule to say the consultation started",
+            "location.pathname === '/schedule' && location.search.includes('notice=started') \
+             && document.readyState === 'complete'",
+        )
+        .await;
+
+    // The patient's page changes by itself, within seconds, without a reload.
+    patient
+        .wait_for_within(
+            Duration::from_secs(5),
+            "the in-consultation text",
+            &status_is(IN_CONSULTATION),
+        )
+        .await;
+    assert_eq!(
+        patient.value("window.confideNotReloaded === true").await,
+        Value::Bool(true)
+    );
+    assert_eq!(
+        patient
+            .value("document.getElementById('live-status').getAttribute('data-status')")
+            .await,
+        json!("in_consultation")
+    );
+    assert_no_problems(&patient);
+    assert_no_problems(&clinician);
+
+    // The check above can see a CSP violation: an image from another origin is refused and reported (and
+    // nothing is fetched: CSP stops it before any request).
+    patient
+        .value(
+            "document.body.appendChild(Object.assign(document.createElement('img'), \
+             {src: 'http://localhost:9/csp-probe.png'})) && true",
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !patient
+        .problems()
+        .iter()
+        .any(|p| p.contains("Content-Security-Policy violation") && p.contains("csp-probe"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a cross-origin image was not reported as a CSP violation: {:?}",
+            patient.problems()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    drop((patient, clinician));
+    tokio::join!(patient_browser.close(), clinician_browser.close());
+    s.stop().await;
+}
