@@ -4,6 +4,7 @@
 //! another patient's.
 
 pub mod keys;
+pub mod remux;
 pub mod segment;
 pub mod sfu;
 
