@@ -48,6 +48,8 @@ struct Settings {
     mail_from: Option<String>,
     master_key_file: Option<PathBuf>,
     session_ttl_hours: Option<u64>,
+    media_udp: Option<SocketAddr>,
+    media_public: Option<SocketAddr>,
     #[serde(default)]
     smtp: SmtpSettings,
 }
@@ -91,6 +93,8 @@ impl Settings {
             mail_from: text("CONFIDE_MAIL_FROM"),
             master_key_file: text("CONFIDE_MASTER_KEY_FILE").map(PathBuf::from),
             session_ttl_hours: parse_var(env, "CONFIDE_SESSION_TTL_HOURS", "a whole number of hours")?,
+            media_udp: parse_var(env, "CONFIDE_MEDIA_UDP", "an address such as 0.0.0.0:3478")?,
+            media_public: parse_var(env, "CONFIDE_MEDIA_PUBLIC", "an address such as 203.0.113.7:3478")?,
             smtp: SmtpSettings {
                 host: text("CONFIDE_SMTP_HOST"),
                 port: parse_var(env, "CONFIDE_SMTP_PORT", "a port number")?,
@@ -111,6 +115,8 @@ impl Settings {
             mail_from: over.mail_from.or(self.mail_from),
             master_key_file: over.master_key_file.or(self.master_key_file),
             session_ttl_hours: over.session_ttl_hours.or(self.session_ttl_hours),
+            media_udp: over.media_udp.or(self.media_udp),
+            media_public: over.media_public.or(self.media_public),
             smtp: SmtpSettings {
                 host: over.smtp.host.or(self.smtp.host),
                 port: over.smtp.port.or(self.smtp.port),
@@ -145,6 +151,22 @@ impl Settings {
             config.session_ttl = Duration::from_secs(hours * 3600);
         }
         config.master_key_file = self.master_key_file;
+        if let Some(addr) = self.media_udp {
+            config.media_udp = addr;
+        }
+        if let Some(addr) = self.media_public {
+            // Browsers are told to send here; an address that names no host can't be sent to.
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                bail!("media_public must be an address browsers can reach, got {addr}");
+            }
+            config.media_public = Some(addr);
+        }
+        if config.media_udp.ip().is_unspecified() && config.media_public.is_none() {
+            bail!(
+                "media_udp {} listens on every address: set media_public to the one browsers reach",
+                config.media_udp
+            );
+        }
         config.smtp = smtp_config(self.smtp)?;
         Ok(config)
     }
@@ -260,6 +282,8 @@ mod tests {
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert!(c.smtp.is_none());
         assert!(c.master_key_file.is_none());
+        assert_eq!(c.media_udp, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.media_public, None);
     }
 
     #[test]
@@ -273,6 +297,8 @@ mod tests {
             mail_from = "Confide <care@example.org>"
             master_key_file = "/etc/confide/master.key"
             session_ttl_hours = 8
+            media_udp = "0.0.0.0:3478"
+            media_public = "203.0.113.7:3478"
 
             [smtp]
             host = "smtp.example.org"
@@ -289,6 +315,8 @@ mod tests {
         assert_eq!(c.mail_from, "Confide <care@example.org>");
         assert_eq!(c.master_key_file, Some(PathBuf::from("/etc/confide/master.key")));
         assert_eq!(c.session_ttl, Duration::from_secs(8 * 3600));
+        assert_eq!(c.media_udp, "0.0.0.0:3478".parse().unwrap());
+        assert_eq!(c.media_public, Some("203.0.113.7:3478".parse().unwrap()));
         let smtp = c.smtp.unwrap();
         assert_eq!(smtp.host, "smtp.example.org");
         assert_eq!(smtp.port, 465, "implicit TLS defaults to port 465");
@@ -312,6 +340,8 @@ mod tests {
         let env = env_of(&[
             ("CONFIDE_DATA_DIR", "/from/env"),
             ("CONFIDE_SESSION_TTL_HOURS", "2"),
+            ("CONFIDE_MEDIA_UDP", "0.0.0.0:40000"),
+            ("CONFIDE_MEDIA_PUBLIC", "198.51.100.1:40000"),
             ("CONFIDE_SMTP_HOST", "env.example.org"),
             ("CONFIDE_SMTP_SECURITY", "none"),
         ]);
@@ -319,6 +349,8 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap(), "kept from the file");
         assert_eq!(c.data_dir, PathBuf::from("/from/env"));
         assert_eq!(c.session_ttl, Duration::from_secs(2 * 3600));
+        assert_eq!(c.media_udp, "0.0.0.0:40000".parse().unwrap());
+        assert_eq!(c.media_public, Some("198.51.100.1:40000".parse().unwrap()));
         let smtp = c.smtp.unwrap();
         assert_eq!((smtp.host.as_str(), smtp.port), ("env.example.org", 2525));
         assert_eq!(smtp.security, SmtpSecurity::None);
@@ -361,6 +393,12 @@ mod tests {
         assert!(err.contains("unknown field `listen_port`"), "{err}");
         assert!(err.contains(&file.path().display().to_string()), "{err}");
 
+        let err = Settings::from_toml("media_port = 3478\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `media_port`"),
+            "{err:#}"
+        );
+
         let err = Settings::from_toml("[smtp]\nhostname = \"x\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("unknown field `hostname`"), "{err:#}");
     }
@@ -369,14 +407,18 @@ mod tests {
     fn bad_values_name_where_they_came_from() {
         for (var, value) in [
             ("CONFIDE_LISTEN", "localhost"),
+            ("CONFIDE_MEDIA_UDP", "3478"),
+            ("CONFIDE_MEDIA_PUBLIC", "media.example.org:3478"),
             ("CONFIDE_SMTP_PORT", "smtp"),
             ("CONFIDE_SESSION_TTL_HOURS", "12h"),
         ] {
             let err = resolve(&ConfigArgs::default(), None, &env_of(&[(var, value)])).unwrap_err();
             assert!(err.to_string().starts_with(var), "{err}");
         }
-        let cases: [(&[(&str, &str)], &str); 5] = [
+        let cases: [(&[(&str, &str)], &str); 7] = [
             (&[("CONFIDE_SESSION_TTL_HOURS", "0")], "session_ttl_hours"),
+            (&[("CONFIDE_MEDIA_UDP", "0.0.0.0:3478")], "set media_public"),
+            (&[("CONFIDE_MEDIA_PUBLIC", "0.0.0.0:3478")], "media_public"),
             (&[("CONFIDE_SMTP_SECURITY", "ssl")], "smtp: host is required"),
             (
                 &[("CONFIDE_SMTP_HOST", "h"), ("CONFIDE_SMTP_SECURITY", "ssl")],

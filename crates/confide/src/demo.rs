@@ -32,6 +32,8 @@ use crate::config::{self, ConfigArgs, DEFAULT_DATA_DIR, DEFAULT_LISTEN, Env};
 use crate::{admin, passphrase, serve};
 
 const CREDENTIALS_FILE: &str = "demo-credentials.json";
+/// Where the demo's call media goes unless configured otherwise or taken.
+const DEMO_MEDIA_PORT: u16 = 3478;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -210,7 +212,10 @@ pub async fn run(args: DemoArgs, env: Env<'_>) -> Result<()> {
         config: None,
         data_dir: Some(args.data_dir),
     };
-    let config = config::resolve(&flags, Some(args.listen), env)?;
+    let mut config = config::resolve(&flags, Some(args.listen), env)?;
+    if config.media_udp.port() == 0 {
+        config.media_udp = demo_media_udp(config.media_udp.ip());
+    }
     let data_dir = config.data_dir.clone();
     let credentials = data_dir.join(CREDENTIALS_FILE);
     let (confide, listener) = serve::start(config).await?;
@@ -234,6 +239,16 @@ pub async fn run(args: DemoArgs, env: Env<'_>) -> Result<()> {
         ),
     }
     serve::run(confide, listener).await
+}
+
+/// Unless a port is configured, call media goes to the usual STUN port when it is free, so that its
+/// address stays the same across restarts of the demo; otherwise to any free port.
+fn demo_media_udp(ip: std::net::IpAddr) -> SocketAddr {
+    let preferred = SocketAddr::from((ip, DEMO_MEDIA_PORT));
+    match std::net::UdpSocket::bind(preferred) {
+        Ok(_) => preferred,
+        Err(_) => SocketAddr::from((ip, 0)),
+    }
 }
 
 /// Seeds practices, accounts, registrations and notes, through the same access gate as requests.

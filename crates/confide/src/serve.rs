@@ -26,7 +26,8 @@ pub async fn start(mut config: ServerConfig) -> Result<(Confide, TcpListener)> {
 /// Serves until Ctrl-C or SIGTERM, then finishes open requests and flushes the audit log.
 pub async fn run(confide: Confide, listener: TcpListener) -> Result<()> {
     let config = &confide.state().config;
-    tracing::info!(listen = %config.listen, url = %config.public_url, "Confide is serving");
+    let media = confide.state().calls.sfu().public_addr();
+    tracing::info!(listen = %config.listen, url = %config.public_url, %media, "Confide is serving");
     confide
         .serve(listener, shutdown_signal())
         .await

@@ -1,13 +1,13 @@
 //! What the server needs to know to start. Loading it from files and the environment is the binary's job.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// Holds the SQLite database (by default), the outbox and the master key.
+    /// Holds the SQLite database (by default), the outbox, the master key and the recordings.
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; `None` means the SQLite file in `data_dir`.
     pub database_url: Option<String>,
@@ -21,6 +21,11 @@ pub struct ServerConfig {
     pub master_key_file: Option<PathBuf>,
     /// How often the job runner looks for due reminders when nothing wakes it.
     pub job_poll: Duration,
+    /// Where the SFU's UDP socket for call media is bound.
+    pub media_udp: SocketAddr,
+    /// The address browsers are told to send call media to, when it is not `media_udp` (bound to
+    /// 0.0.0.0, or behind NAT).
+    pub media_public: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +58,8 @@ impl ServerConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             master_key_file: None,
             job_poll: Duration::from_secs(5),
+            media_udp: (Ipv4Addr::LOCALHOST, 0).into(),
+            media_public: None,
         }
     }
 
@@ -71,6 +78,11 @@ impl ServerConfig {
         self.master_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// Where call recordings' segments are kept.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
     }
 
     pub fn secure_cookies(&self) -> bool {

@@ -11,6 +11,8 @@ use confide_store::{Conflict, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::calls::CallError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed or a value is invalid.
@@ -154,6 +156,21 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(c) => ApiError::Conflict(c),
             StoreError::Invalid(message) => ApiError::InvalidState(message),
             other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Store(e) => e.into(),
+            CallError::NotRunning(_) | CallError::NotInCall | CallError::Ended | CallError::Full => {
+                ApiError::InvalidState(e.to_string())
+            }
+            CallError::BadOffer(_) => ApiError::bad_request("invalid_offer", e.to_string()),
+            CallError::Sfu(_) | CallError::Recorder(_) | CallError::Key(_) | CallError::KeyEncoding => {
+                ApiError::Unavailable(e.to_string())
+            }
         }
     }
 }

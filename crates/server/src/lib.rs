@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod calendar;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub throttle: Arc<auth::Throttle>,
     /// Appointment status changes, for live waiting-room pages.
     pub status_changes: tokio::sync::broadcast::Sender<api::appointments::StatusChange>,
+    /// The video calls: the SFU and the recorder.
+    pub calls: calls::Calls,
     /// Wakes the job runner when a request has queued an email.
     jobs_wake: Arc<tokio::sync::Notify>,
     metrics: PrometheusHandle,
@@ -75,6 +78,10 @@ pub enum StartError {
     MasterKey { path: String, message: String },
     #[error(transparent)]
     Store(#[from] confide_store::StoreError),
+    #[error("call media: {0}")]
+    Media(#[from] confide_media::sfu::driver::DriverError),
+    #[error("recorder: {0}")]
+    Recorder(std::io::Error),
     #[error("mail: {0}")]
     Mail(#[from] mail::MailError),
     #[error("listen on {addr}: {source}")]
@@ -156,9 +163,21 @@ impl Confide {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        ensure_master_key(&config.master_key_path())?;
+        let master_key_path = config.master_key_path();
+        ensure_master_key(&master_key_path)?;
+        let master = confide_media::MasterKey::load(&master_key_path).map_err(|e| StartError::MasterKey {
+            path: master_key_path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let store = Store::open(&config.database_url(), confide_store::Role::App).await?;
         let mailer = Mailer::from_config(&config)?;
+        let (sfu, frames) = confide_media::sfu::driver::start(confide_media::sfu::driver::DriverConfig {
+            bind: config.media_udp,
+            public_addr: config.media_public,
+        })
+        .await?;
+        let recorder = confide_media::sfu::recorder::Recorder::start(config.recordings_dir(), frames)
+            .map_err(StartError::Recorder)?;
         let state = AppState {
             store,
             config: Arc::new(config),
@@ -166,6 +185,7 @@ impl Confide {
             mailer,
             throttle: Arc::new(auth::Throttle::new()),
             status_changes: tokio::sync::broadcast::channel(256).0,
+            calls: calls::Calls::new(sfu, recorder, master),
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
             metrics: metrics_handle(),
         };
@@ -230,7 +250,8 @@ impl Confide {
             .with_state(self.state.clone())
     }
 
-    /// Serves until `shutdown` resolves, then waits for open requests and the audit log.
+    /// Serves until `shutdown` resolves, then waits for open requests, finishes the recordings' segments
+    /// and flushes the audit log.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -242,6 +263,7 @@ impl Confide {
         let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_jobs.send(true);
         let _ = jobs.await;
+        self.state.calls.shutdown().await;
         self.state.store.close().await;
         result
     }

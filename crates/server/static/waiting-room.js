@@ -1,5 +1,5 @@
 // Keeps waiting rooms current without the person reloading. On a patient's appointment page, the status
-// line follows the appointment's event stream. On a clinician's schedule, the page reloads every so often
+// line follows the appointment's event stream, and the link into the call shows once it has started. On a clinician's schedule, the page reloads every so often
 // so that waiting times stay right, but never while someone is filling in one of its forms.
 // The pages' Content-Security-Policy allows no inline script, so this is a file of its own.
 (function () {
@@ -32,6 +32,10 @@
       }
       line.setAttribute("data-status", event.data);
       line.textContent = text;
+      var join = document.getElementById("join-call");
+      if (join) {
+        join.hidden = event.data !== "in_consultation";
+      }
       if (FINAL.indexOf(event.data) !== -1) {
         source.close();
       }

@@ -363,3 +363,149 @@ async fn the_patients_page_follows_the_waiting_room_live() {
     tokio::join!(patient_browser.close(), clinician_browser.close());
     s.stop().await;
 }
+
+/// `window.confideCallStats()` summed by kind: whether audio and video both arrive in `tab`.
+const MEDIA_ARRIVES: &str = "window.confideCallStats().then(function (stats) { \
+     var bytes = {audio: 0, video: 0}; \
+     stats.forEach(function (r) { if (r.type === 'inbound-rtp') { bytes[r.kind] += r.bytesReceived || 0; } }); \
+     return bytes.audio > 0 && bytes.video > 0; })";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_and_their_clinician_see_and_hear_each_other() {
+    let Some(executable) = chromium_or_skip("a_patient_and_their_clinician_see_and_hear_each_other") else {
+        return;
+    };
+    let s = Surgery::open().await;
+    let patient_api = s.api_login(&s.patient).await;
+    let (status, body) = post(
+        &s,
+        &patient_api,
+        "/api/v1/appointments",
+        json!({"clinician_id": s.clinician.id, "start": london(s.day, 9, 0).to_string(), "kind": "video"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "booking: {body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    s.settle().await;
+    let (status, body) = post(
+        &s,
+        &patient_api,
+        &format!("/api/v1/appointments/{id}/check-in"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "check-in: {body}");
+
+    let (patient_browser, clinician_browser) =
+        tokio::join!(Chromium::launch(&executable), Chromium::launch(&executable));
+    let patient = patient_browser.tab("patient").await;
+    let clinician = clinician_browser.tab("clinician").await;
+    log_in(&patient, &s, &s.patient).await;
+    log_in(&clinician, &s, &s.clinician).await;
+
+    // Before the clinician starts it, there is no call to join.
+    let call_page = s.url(&format!("/appointments/{id}/call"));
+    let response = patient_api.get(&call_page).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    patient.goto(&s.url(&format!("/appointments/{id}"))).await;
+    assert_eq!(
+        patient.value("document.getElementById('join-call').hidden").await,
+        json!(true)
+    );
+
+    // The clinician starts the consultation and joins from the schedule; the patient's page offers the
+    // call by itself, and the patient joins from there.
+    clinician.goto(&s.url("/schedule")).await;
+    let start_button = "section[aria-labelledby='queue-heading'] button[name=action][value=start]";
+    clinician.click(start_button).await;
+    let join_link = format!("a[href='/appointments/{id}/call']");
+    clinician
+        .wait_for(
+            "the schedule to offer the call",
+            &format!("document.querySelector({}) !== null", js_string(&join_link)),
+        )
+        .await;
+    clinician.click(&join_link).await;
+    patient
+        .wait_for(
+            "the link into the call",
+            "!document.getElementById('join-call').hidden",
+        )
+        .await;
+    patient.click(&join_link).await;
+
+    for tab in [&patient, &clinician] {
+        tab.wait_for(
+            "the call page",
+            &format!("location.href === {}", js_string(&call_page)),
+        )
+        .await;
+        tab.wait_for_within(
+            Duration::from_secs(20),
+            "audio and video from the other side",
+            MEDIA_ARRIVES,
+        )
+        .await;
+        assert_eq!(tab.text("#call-status").await.as_deref(), Some("Connected."));
+    }
+
+    // The patient switches to audio only: a new segment of the same recording, and the call goes on.
+    patient.click("#call-mode").await;
+    patient
+        .wait_for(
+            "audio only",
+            "document.getElementById('call-status').textContent === 'Connected, audio only.'",
+        )
+        .await;
+    assert_eq!(
+        patient.text("#call-mode").await.as_deref(),
+        Some("Switch to video")
+    );
+    let store = &s.running.state.store;
+    let facts = store
+        .consultation_ref(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let grant = confide_domain::policy::authorize::<confide_domain::policy::actions::JoinConsultation>(
+        &confide_domain::policy::Principal {
+            user: s.patient.id,
+            role: Role::Patient,
+            practice: None,
+        },
+        facts,
+        &confide_domain::policy::Context { mfa_verified: true },
+    )
+    .unwrap();
+    let segments: Vec<_> = store
+        .consultation_call(&grant)
+        .await
+        .unwrap()
+        .unwrap()
+        .segments
+        .iter()
+        .map(|s| (s.reason, s.mode))
+        .collect();
+    use confide_domain::consultation::{ConsultationMode, SegmentReason};
+    assert_eq!(
+        segments,
+        [
+            (SegmentReason::Start, ConsultationMode::Video),
+            (SegmentReason::ModeSwitch, ConsultationMode::AudioOnly)
+        ]
+    );
+
+    clinician.click("#call-hang-up").await;
+    clinician
+        .wait_for(
+            "leaving",
+            "document.getElementById('call-status').textContent === 'You have left the call.'",
+        )
+        .await;
+    assert_no_problems(&patient);
+    assert_no_problems(&clinician);
+
+    drop((patient, clinician));
+    tokio::join!(patient_browser.close(), clinician_browser.close());
+    s.stop().await;
+}

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod audit;
+mod consultations;
 mod patients;
 mod practices;
 mod read;
@@ -20,6 +21,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
 pub use audit::{AccessEntry, AuditLog};
+pub use consultations::CallFacts;
 pub use patients::{Note, PatientProfile, PatientSummary, QueueEntry, Registration};
 pub use practices::{NewPractice, Practice};
 pub use scheduling::{

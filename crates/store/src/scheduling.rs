@@ -372,7 +372,7 @@ fn check_cutoff(current: &Current, earliest_start_ms: Option<i64>) -> Result<()>
     }
 }
 
-fn segment_reason(reason: SegmentReason) -> &'static str {
+pub(crate) fn segment_reason(reason: SegmentReason) -> &'static str {
     match reason {
         SegmentReason::Start => "start",
         SegmentReason::ModeSwitch => "mode_switch",
@@ -381,7 +381,7 @@ fn segment_reason(reason: SegmentReason) -> &'static str {
     }
 }
 
-fn stored_segment(row: &OwnedRow) -> Result<StoredSegment> {
+pub(crate) fn stored_segment(row: &OwnedRow) -> Result<StoredSegment> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("recording segment {what}"));
     let reason = match row.try_get::<String>("reason")?.as_str() {
         "start" => SegmentReason::Start,
@@ -939,6 +939,13 @@ impl Store {
         }
         if to == AppointmentStatus::NoShow {
             cancel_reminders(&mut tx, &id, at_ms).await?;
+        }
+        if to == AppointmentStatus::Completed {
+            sqlx::query("UPDATE consultations SET ended_at = $1 WHERE appointment_id = $2")
+                .bind(at_ms)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
         }
         self.reread(tx, &id).await
     }

@@ -1824,6 +1824,155 @@ async fn on_postgres_a_booking_racing_a_move_is_refused_as_taken() {
     store.close().await;
 }
 
+/// A running consultation's calls: the gate's facts come from the consultation's own row, the data key
+/// is set once whoever comes first, segments are numbered by the store one after another and only while
+/// the consultation runs, and nobody else's grant reaches any of it.
+#[tokio::test]
+async fn a_running_call_keeps_one_key_and_numbers_its_segments() {
+    use confide_domain::consultation::SegmentReason;
+    for db in TestDatabase::all().await {
+        let b = db.backend;
+        let store = Store::open(&db.url, StoreRole::App).await.unwrap();
+        let north = practice(&store, "North").await;
+        let gp = user(&store, "gp@x.org", Role::Clinician, Some(north)).await;
+        let ann = patient(&store, "ann@x.org", north, &gp).await;
+        let bob = patient(&store, "bob@x.org", north, &gp).await;
+        let appt = book(&store, &ann, north, &gp, nine(), 15).await.unwrap();
+        let other = book(&store, &bob, north, &gp, nine() + 15 * MINUTE, 15)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.consultation_ref(appt.id).await.unwrap(),
+            None,
+            "{b:?}: not started"
+        );
+
+        for (id, who, at) in [(appt.id, &ann, nine()), (other.id, &bob, other.start_ms)] {
+            let check_in = on_appointment::<actions::CheckIn>(&store, who, id).await;
+            store.check_in(&check_in, at - 5 * MINUTE).await.unwrap();
+            let run = on_appointment::<actions::RunConsultation>(&store, &gp, id).await;
+            start(&store, &run, nine()).await.unwrap();
+        }
+        let facts = store.consultation_ref(appt.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                facts.appointment,
+                facts.patient.patient,
+                facts.clinician,
+                facts.practice
+            ),
+            (appt.id, ann.user, gp.user, north),
+            "{b:?}"
+        );
+        assert_eq!(facts.patient.registered_at, Some(north));
+        assert!(authorize::<actions::JoinConsultation>(&bob, facts, &MFA).is_err());
+        let ann_join = authorize::<actions::JoinConsultation>(&ann, facts, &MFA).unwrap();
+        let gp_join = authorize::<actions::JoinConsultation>(&gp, facts, &MFA).unwrap();
+        let bob_facts = store.consultation_ref(other.id).await.unwrap().unwrap();
+        assert_ne!(bob_facts.id, facts.id);
+        let bob_join = authorize::<actions::JoinConsultation>(&bob, bob_facts, &MFA).unwrap();
+
+        let call = store.consultation_call(&ann_join).await.unwrap().unwrap();
+        assert_eq!(call.status, AppointmentStatus::InConsultation, "{b:?}");
+        assert_eq!(call.segments.len(), 1);
+        assert_eq!(call.segments[0].reason, SegmentReason::Start);
+        let bob_call = store.consultation_call(&bob_join).await.unwrap().unwrap();
+        assert_ne!(bob_call.recording, call.recording, "{b:?}");
+
+        assert_eq!(store.recording_key(&ann_join).await.unwrap(), None, "{b:?}");
+        let first = store.set_recording_key_if_absent(&gp_join, "aa01").await.unwrap();
+        let second = store
+            .set_recording_key_if_absent(&ann_join, "bb02")
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.as_str(), second.as_str()),
+            ("aa01", "aa01"),
+            "{b:?}: the first writer wins"
+        );
+        assert_eq!(
+            store.recording_key(&ann_join).await.unwrap().as_deref(),
+            Some("aa01")
+        );
+        assert_eq!(
+            store.recording_key(&bob_join).await.unwrap(),
+            None,
+            "{b:?}: keys are per recording"
+        );
+
+        let mut indexes = Vec::new();
+        for (grant, reason, mode) in [
+            (&ann_join, SegmentReason::ModeSwitch, ConsultationMode::AudioOnly),
+            (&gp_join, SegmentReason::Reconnect, ConsultationMode::AudioOnly),
+        ] {
+            indexes.push(
+                store
+                    .add_segment(grant, reason, mode, nine() + MINUTE)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(indexes, [1, 2], "{b:?}");
+        let refused = store
+            .add_segment(
+                &ann_join,
+                SegmentReason::Start,
+                ConsultationMode::Video,
+                nine() + MINUTE,
+            )
+            .await;
+        assert!(is_invalid(&refused), "{b:?}: {refused:?}");
+        assert_eq!(
+            store
+                .add_segment(
+                    &bob_join,
+                    SegmentReason::Reconnect,
+                    ConsultationMode::Video,
+                    nine()
+                )
+                .await
+                .unwrap(),
+            1,
+            "{b:?}: each recording counts its own"
+        );
+        let segments = store.consultation_call(&gp_join).await.unwrap().unwrap().segments;
+        let got: Vec<_> = segments.iter().map(|s| (s.index, s.reason, s.mode)).collect();
+        assert_eq!(
+            got,
+            [
+                (0, SegmentReason::Start, ConsultationMode::Video),
+                (1, SegmentReason::ModeSwitch, ConsultationMode::AudioOnly),
+                (2, SegmentReason::Reconnect, ConsultationMode::AudioOnly),
+            ],
+            "{b:?}"
+        );
+
+        let run = on_appointment::<actions::RunConsultation>(&store, &gp, appt.id).await;
+        store
+            .run_consultation(&run, AppointmentStatus::Completed, nine() + 10 * MINUTE)
+            .await
+            .unwrap();
+        let late = store
+            .add_segment(
+                &ann_join,
+                SegmentReason::Reconnect,
+                ConsultationMode::Video,
+                nine() + 11 * MINUTE,
+            )
+            .await;
+        assert!(
+            is_invalid(&late),
+            "{b:?}: a finished consultation takes no segments: {late:?}"
+        );
+        let call = store.consultation_call(&ann_join).await.unwrap().unwrap();
+        assert_eq!(
+            (call.status, call.segments.len()),
+            (AppointmentStatus::Completed, 3)
+        );
+        store.close().await;
+    }
+}
+
 /// Starts the appointment's consultation, and with it its recording, as the server does.
 async fn start(
     store: &Store,

@@ -9,7 +9,8 @@
 //! The SFU is ICE-lite: it never gathers candidates, it announces one host candidate (the
 //! configured public address) and answers the browser's connectivity checks. All participants of
 //! all rooms share one UDP socket; incoming datagrams are routed to a participant by the ICE
-//! username on STUN and by the remote address otherwise. [`driver`] owns that socket.
+//! username on STUN and by the remote address otherwise. [`driver`] owns that socket, and
+//! [`recorder`] writes the recorded frames to each room's current recording segment.
 //!
 //! A room holds at most [`MAX_PARTICIPANTS`]: a consultation is a patient and a clinician, and
 //! each browser offers one audio and one video line that carries the other side's media back,
@@ -18,6 +19,7 @@
 //! again, which replaces its old connection.
 
 pub mod driver;
+pub mod recorder;
 mod room;
 
 use std::collections::HashMap;

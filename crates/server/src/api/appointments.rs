@@ -808,10 +808,17 @@ pub async fn run(
             .start_consultation(&grant, &consultation, state.clock.now_ms())
             .await?
     } else {
-        state
+        let done = state
             .store
             .run_consultation(&grant, to, state.clock.now_ms())
-            .await?
+            .await?;
+        if let Some(consultation) = state.store.consultation_ref(on.id).await? {
+            // The consultation is over whatever happens here; a room left open takes no new segments.
+            if let Err(e) = state.calls.close(consultation.id).await {
+                tracing::error!(error = %e, consultation = %consultation.id, "closing the call failed");
+            }
+        }
+        done
     };
     let action = match to {
         AppointmentStatus::InConsultation => "appointment.started",

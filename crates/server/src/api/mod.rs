@@ -3,6 +3,7 @@
 pub mod appointments;
 pub mod auth;
 pub mod availability;
+pub mod calls;
 pub mod patients;
 pub mod practices;
 pub mod registrations;
@@ -21,7 +22,7 @@ use crate::AppState;
         Authentication is the `confide_session` cookie set by `POST /api/v1/auth/login`; state-changing requests \
         must be JSON and same-origin."),
     tags((name = "auth"), (name = "practices"), (name = "registrations"), (name = "patients"),
-        (name = "appointments"), (name = "scheduling"))
+        (name = "appointments"), (name = "calls"), (name = "scheduling"))
 )]
 struct ApiDoc;
 
@@ -63,6 +64,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(appointments::complete_handler))
         .routes(routes!(appointments::no_show_handler))
         .routes(routes!(appointments::events_handler))
+        .routes(routes!(calls::join_handler))
+        .routes(routes!(calls::mode_handler))
+        .routes(routes!(calls::leave_handler))
         .routes(routes!(availability::availability_handler))
         .routes(routes!(availability::add_rule_handler))
         .routes(routes!(availability::remove_rule_handler))

@@ -3,6 +3,7 @@
 
 mod account;
 mod appointments;
+mod call;
 mod csrf;
 mod home;
 mod patient;
@@ -30,6 +31,7 @@ use csrf::CsrfToken;
 
 const STYLESHEET: &str = include_str!("../../static/confide.css");
 const WAITING_ROOM_JS: &str = include_str!("../../static/waiting-room.js");
+const CALL_JS: &str = include_str!("../../static/call.js");
 
 /// Every page route, and the stylesheet and script they share. The CSRF cookie's Secure flag follows
 /// `state`'s configuration.
@@ -55,6 +57,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(appointments::book_form).post(appointments::book),
         )
         .route("/appointments/{id}", get(appointments::detail))
+        .route("/appointments/{id}/call", get(call::call))
         .route("/appointments/{id}/cancel", post(appointments::cancel))
         .route("/appointments/{id}/check-in", post(appointments::check_in))
         .route(
@@ -83,7 +86,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         ));
     Router::new()
         .route("/static/confide.css", get(stylesheet))
-        .route("/static/waiting-room.js", get(waiting_room_js))
+        .route("/static/waiting-room.js", get(|| script(WAITING_ROOM_JS)))
+        .route("/static/call.js", get(|| script(CALL_JS)))
         .merge(pages)
 }
 
@@ -97,14 +101,14 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
-/// The pages' only script: the CSP allows no inline code, so it is served from here.
-async fn waiting_room_js() -> impl IntoResponse {
+/// The pages' scripts: the CSP allows no inline code, so they are served from here.
+async fn script(code: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        WAITING_ROOM_JS,
+        code,
     )
 }
 

@@ -79,6 +79,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep("POST", "/api/v1/appointments/{id}/check-in", Target::Appointment),
     ep("POST", "/api/v1/appointments/{id}/start", Target::Appointment),
+    // Before completing, so that a call into a running consultation succeeds.
+    ep("POST", "/api/v1/appointments/{id}/call", Target::Appointment),
+    ep("POST", "/api/v1/appointments/{id}/call/mode", Target::Appointment),
+    ep(
+        "POST",
+        "/api/v1/appointments/{id}/call/leave",
+        Target::Appointment,
+    ),
     ep("POST", "/api/v1/appointments/{id}/complete", Target::Appointment),
     ep("POST", "/api/v1/appointments/{id}/no-show", Target::Appointment),
     ep("GET", "/api/v1/clinicians/{id}/availability", Target::Clinician),
@@ -105,12 +113,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/v1/clinicians/{id}/schedule", Target::Clinician),
 ];
 
-/// Appointments in the generated world start days ahead, so only cancelling and "no show" move them.
+/// Appointments in the generated world start days ahead, so only cancelling and "no show" move them;
+/// one more is in consultation from the start, and completing moves it on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Visit {
     Booked,
     Cancelled,
     NoShow,
+    InConsultation,
+    Completed,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +131,8 @@ struct Appt {
     clinician: UserId,
     practice: PracticeId,
     status: Visit,
+    /// Who is in its call.
+    in_call: BTreeSet<UserId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,8 +364,30 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                         }
                         "/api/v1/appointments/{id}/reschedule" => allowed(own, BadRequest),
                         "/api/v1/appointments/{id}/check-in" => allowed(own, Conflict),
-                        "/api/v1/appointments/{id}/start" | "/api/v1/appointments/{id}/complete" => {
-                            allowed(its_clinician, Conflict)
+                        "/api/v1/appointments/{id}/start" => allowed(its_clinician, Conflict),
+                        "/api/v1/appointments/{id}/complete" => allowed(
+                            its_clinician,
+                            if a.status == Visit::InConsultation {
+                                Ok
+                            } else {
+                                Conflict
+                            },
+                        ),
+                        // Only a consultation's patient and clinician get in; before it starts, nobody.
+                        "/api/v1/appointments/{id}/call"
+                        | "/api/v1/appointments/{id}/call/mode"
+                        | "/api/v1/appointments/{id}/call/leave" => {
+                            let started = matches!(a.status, Visit::InConsultation | Visit::Completed);
+                            let answer = match endpoint.path {
+                                "/api/v1/appointments/{id}/call/leave" => NoContent,
+                                _ if a.status == Visit::Completed => Conflict,
+                                "/api/v1/appointments/{id}/call" => Ok,
+                                // The generated renegotiation is not SDP; only someone in the call gets
+                                // as far as the offer.
+                                _ if a.in_call.contains(&me) => BadRequest,
+                                _ => Conflict,
+                            };
+                            allowed(started && (own || its_clinician), answer)
                         }
                         "/api/v1/appointments/{id}/no-show" => allowed(its_clinician, booked),
                         _ => NotFound,
@@ -489,6 +524,21 @@ fn check_and_apply(model: &mut Model, who: &Person, endpoint: &Endpoint, target:
                 model.names.get(&a.patient).map(String::as_str)
             );
         }
+        ("POST", "/api/v1/appointments/{id}/call") => {
+            let answer = body["sdp"].as_str().unwrap();
+            assert!(answer.starts_with("v=0"), "{answer}");
+            let a = model.appts.iter_mut().find(|a| Some(a.id) == target).unwrap();
+            a.in_call.insert(me);
+        }
+        ("POST", "/api/v1/appointments/{id}/call/leave") => {
+            let a = model.appts.iter_mut().find(|a| Some(a.id) == target).unwrap();
+            a.in_call.remove(&me);
+        }
+        ("POST", "/api/v1/appointments/{id}/complete") => {
+            let a = model.appts.iter_mut().find(|a| Some(a.id) == target).unwrap();
+            a.status = Visit::Completed;
+            assert_eq!(body["status"], "completed");
+        }
         ("POST", "/api/v1/appointments/{id}/cancel") | ("POST", "/api/v1/appointments/{id}/no-show") => {
             let a = model.appts.iter_mut().find(|a| Some(a.id) == target).unwrap();
             a.status = if endpoint.path.ends_with("cancel") {
@@ -616,6 +666,10 @@ async fn call(
             json!({"clinician_id": target, "start": "2001-01-01T09:00:00Z", "kind": "video"})
         }
         "/api/v1/appointments/{id}/reschedule" => json!({"start": "2001-01-01T09:00:00Z"}),
+        "/api/v1/appointments/{id}/call" => {
+            json!({"sdp": crate::peer::Peer::new("call").await.offer(true), "mode": "video"})
+        }
+        "/api/v1/appointments/{id}/call/mode" => json!({"sdp": "not sdp", "mode": "audio_only"}),
         "/api/v1/clinicians/{id}/availability/rules" => json!({
             "weekday": 1 + n % 7, "start": "09:00", "end": "10:00", "slot_minutes": 15, "kinds": "either",
             "valid_from": far_date(n), "valid_until": far_date(n),
@@ -679,6 +733,22 @@ async fn person(app: &TestApp, role: Role, practice: Option<PracticeId>, mfa: bo
 
 async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatabase>) {
     let app = TestApp::spawn_with(db, |_| {}).await;
+    // The world starts at 10:52 tomorrow in London, before anyone logs in, so that an appointment can
+    // be booked for 11:00 and be in consultation (see `book_appointments`).
+    let london = jiff::tz::TimeZone::get("Europe/London").unwrap();
+    let now = jiff::Timestamp::from_millisecond(app.clock.now_ms()).unwrap();
+    let morning = now
+        .to_zoned(london.clone())
+        .date()
+        .checked_add(jiff::Span::new().days(1))
+        .unwrap()
+        .at(10, 52, 0, 0)
+        .to_zoned(london)
+        .unwrap()
+        .timestamp();
+    app.clock.advance(std::time::Duration::from_millis(
+        (morning.as_millisecond() - now.as_millisecond()) as u64,
+    ));
     let mut model = Model::default();
     for i in 0..spec.practices {
         model.practices.push(app.practice(&format!("Practice {i}")).await);
@@ -901,8 +971,51 @@ async fn book_appointments(app: &TestApp, model: &mut Model, people: &[Person], 
             clinician: gp,
             practice,
             status: Visit::Booked,
+            in_call: BTreeSet::new(),
         });
     }
+    // One appointment is in consultation: the first registered patient's, at 11:00 today (the world's
+    // clock is at 10:52), checked in and started.
+    let Some(patient) = people[first_patient..]
+        .iter()
+        .find(|p| model.registered_at(p.seeded.id).is_some())
+    else {
+        return;
+    };
+    let practice = model.registered_at(patient.seeded.id).unwrap();
+    let gp = &people[1 + model.practices.iter().position(|p| *p == practice).unwrap()];
+    let start = today
+        .at(11, 0, 0, 0)
+        .to_zoned(jiff::tz::TimeZone::get("Europe/London").unwrap())
+        .unwrap()
+        .timestamp();
+    let (status, body) = patient
+        .client
+        .post(
+            "/api/v1/appointments",
+            json!({"clinician_id": gp.seeded.id, "start": start.to_string(), "kind": "video"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    let (status, body) = patient
+        .client
+        .post(&format!("/api/v1/appointments/{id}/check-in"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = gp
+        .client
+        .post(&format!("/api/v1/appointments/{id}/start"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    model.appts.push(Appt {
+        id,
+        patient: patient.seeded.id,
+        clinician: gp.seeded.id,
+        practice,
+        status: Visit::InConsultation,
+        in_call: BTreeSet::new(),
+    });
 }
 
 fn run_on_runtime(spec: WorldSpec, postgres: bool) {
@@ -1038,56 +1151,63 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
     ];
 
     // (who, what they may see, page → expected status)
-    let cases: Vec<(&str, &Person, &[&str], [u16; 8])> = vec![
+    let cases: Vec<(&str, &Person, &[&str], [u16; 9])> = vec![
         // pages: as listed in `pages` below
         (
             "ann",
             &ann,
             &["ann", "ann-note", "ann-reason"],
-            [200, 200, 200, 404, 200, 200, 404, 404],
+            [200, 200, 200, 404, 200, 200, 404, 404, 404],
         ),
         (
             "bob",
             &bob,
             &["bob", "bob-note"],
-            [200, 200, 200, 404, 200, 404, 404, 404],
+            [200, 200, 200, 404, 200, 404, 404, 404, 404],
         ),
-        ("cat", &cat, &["cat"], [200, 200, 200, 404, 200, 404, 404, 404]),
+        (
+            "cat",
+            &cat,
+            &["cat"],
+            [200, 200, 200, 404, 200, 404, 404, 404, 404],
+        ),
         (
             "north clinician",
             &gp,
             &["ann", "ann-note", "cat"],
-            [200, 404, 404, 200, 404, 404, 200, 200],
+            [200, 404, 404, 200, 404, 404, 200, 200, 404],
         ),
         (
             "south clinician",
             &gp_south,
             &["bob", "bob-note"],
-            [200, 404, 404, 200, 404, 404, 404, 404],
+            [200, 404, 404, 200, 404, 404, 404, 404, 404],
         ),
         // The practice admin sees who is booked when, never why.
         (
             "north admin",
             &admin,
             &["ann", "cat"],
-            [200, 404, 404, 200, 404, 404, 200, 200],
+            [200, 404, 404, 200, 404, 404, 200, 200, 404],
         ),
         (
             "platform admin",
             &platform,
             &[],
-            [200, 404, 404, 404, 404, 404, 404, 404],
+            [200, 404, 404, 404, 404, 404, 404, 404, 404],
         ),
         (
             "clinician without a second factor",
             &unenrolled,
             &[],
-            [303, 303, 303, 303, 303, 303, 303, 303],
+            [303, 303, 303, 303, 303, 303, 303, 303, 303],
         ),
     ];
     let appointment_page = format!("/appointments/{appointment}");
     let schedule_page = format!("/schedule?date={day}&clinician={}", gp.seeded.id);
     let availability_page = format!("/availability?clinician={}", gp.seeded.id);
+    // Not started: nobody has a call to join yet (the API's matrix covers a running one).
+    let call_page = format!("/appointments/{appointment}/call");
     let pages = [
         "/home",
         "/record",
@@ -1097,6 +1217,7 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
         appointment_page.as_str(),
         schedule_page.as_str(),
         availability_page.as_str(),
+        call_page.as_str(),
     ];
     for (label, who, visible, expected) in &cases {
         for (page, status) in pages.iter().zip(expected) {

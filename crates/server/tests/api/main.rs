@@ -2,8 +2,10 @@
 
 mod accounts;
 mod appointments;
+mod calls;
 mod cross_user;
 mod helpers;
 mod input;
 mod operations;
+mod peer;
 mod registrations;

@@ -1,0 +1,233 @@
+//! Signaling for a consultation's video call: join with an SDP offer, switch between audio only and
+//! video, leave. Only the consultation's patient and clinician get past the gate; for everyone else, and
+//! for an appointment whose consultation has not started, the answer is the same 404.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use confide_domain::AppointmentId;
+use confide_domain::audit::{AuditEvent, Outcome};
+use confide_domain::consultation::ConsultationMode;
+use confide_domain::policy::actions::JoinConsultation;
+use confide_domain::policy::{Action, Grant};
+use confide_store::CallFacts;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Caller, Session};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::gate::RequestId;
+
+/// What the caller's browser sends.
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CallMode {
+    Video,
+    AudioOnly,
+}
+
+impl From<CallMode> for ConsultationMode {
+    fn from(mode: CallMode) -> Self {
+        match mode {
+            CallMode::Video => ConsultationMode::Video,
+            CallMode::AudioOnly => ConsultationMode::AudioOnly,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CallRequest {
+    /// The browser's SDP offer, with its ICE candidates gathered: an audio line and, for video, a video
+    /// line, each send-and-receive (the other side's media comes back on them).
+    pub sdp: String,
+    /// The mode the browser is in: `video` or `audio_only`.
+    pub mode: CallMode,
+}
+
+#[derive(Serialize, ToSchema, Clone, Debug)]
+pub struct CallAnswer {
+    /// The SFU's SDP answer.
+    pub sdp: String,
+}
+
+/// The gate's grant to be in the call of the appointment's consultation. An appointment that does not
+/// exist, or whose consultation has not started, is recorded and answered as a denial is.
+async fn join_grant(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    request: &RequestId,
+) -> Result<Grant<JoinConsultation>, ApiError> {
+    let appointment = AppointmentId::from_uuid(id);
+    let found = state.store.consultation_ref(appointment).await?;
+    let on = state
+        .found(
+            found,
+            session,
+            Action::JoinConsultation,
+            || format!("appointment:{appointment}"),
+            request,
+        )
+        .await?;
+    state.authorize::<JoinConsultation>(session, on, request).await
+}
+
+/// The consultation's call as its patient or clinician may see it, for the call page: the gate is asked
+/// as for joining, so nobody else gets this far.
+pub async fn facts(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    request: &RequestId,
+) -> Result<CallFacts, ApiError> {
+    let grant = join_grant(state, session, id, request).await?;
+    state
+        .store
+        .consultation_call(&grant)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// Records what the call did, beside the gate's record of it being allowed.
+async fn record_step(
+    state: &AppState,
+    session: &Session,
+    grant: &Grant<JoinConsultation>,
+    action: &str,
+    detail: &str,
+    request: &RequestId,
+) -> Result<(), ApiError> {
+    let c = grant.consultation();
+    let event = AuditEvent {
+        resource: format!("consultation:{}", c.id),
+        subject_patient: Some(c.patient.patient),
+        ..state.event(Some(session), action, Outcome::Allowed, detail, request)
+    };
+    state.record(event).await?;
+    Ok(())
+}
+
+pub async fn join(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    req: CallRequest,
+    request: &RequestId,
+) -> Result<CallAnswer, ApiError> {
+    let grant = join_grant(state, session, id, request).await?;
+    let answer = state
+        .calls
+        .join(
+            &state.store,
+            &grant,
+            req.sdp,
+            req.mode.into(),
+            state.clock.now_ms(),
+        )
+        .await?;
+    let mode = ConsultationMode::from(req.mode);
+    record_step(
+        state,
+        session,
+        &grant,
+        "consultation.joined",
+        mode.as_str(),
+        request,
+    )
+    .await?;
+    Ok(CallAnswer { sdp: answer.sdp })
+}
+
+#[utoipa::path(post, path = "/api/v1/appointments/{id}/call", tag = "calls", params(("id" = Uuid, Path)),
+    request_body = CallRequest,
+    responses((status = 200, description = "In the call; joining again replaces the caller's connection", body = CallAnswer),
+              (status = 400, description = "Not a usable offer", body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, description = "Not the caller's consultation, or not started", body = ErrorBody),
+              (status = 409, description = "The consultation has ended", body = ErrorBody)))]
+pub async fn join_handler(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CallRequest>,
+) -> Result<axum::Json<CallAnswer>, ApiError> {
+    Ok(axum::Json(
+        join(&state, caller.session()?, id, req, &request).await?,
+    ))
+}
+
+pub async fn switch_mode(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    req: CallRequest,
+    request: &RequestId,
+) -> Result<CallAnswer, ApiError> {
+    let grant = join_grant(state, session, id, request).await?;
+    let answer = state
+        .calls
+        .switch_mode(
+            &state.store,
+            &grant,
+            req.sdp,
+            req.mode.into(),
+            state.clock.now_ms(),
+        )
+        .await?;
+    let mode = ConsultationMode::from(req.mode);
+    record_step(
+        state,
+        session,
+        &grant,
+        "consultation.mode_switched",
+        mode.as_str(),
+        request,
+    )
+    .await?;
+    Ok(CallAnswer { sdp: answer.sdp })
+}
+
+#[utoipa::path(post, path = "/api/v1/appointments/{id}/call/mode", tag = "calls", params(("id" = Uuid, Path)),
+    request_body = CallRequest,
+    responses((status = 200, description = "Renegotiated; a change of mode starts a new recording segment", body = CallAnswer),
+              (status = 400, description = "Not a usable offer", body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody),
+              (status = 409, description = "Not in the call, or the consultation has ended", body = ErrorBody)))]
+pub async fn mode_handler(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CallRequest>,
+) -> Result<axum::Json<CallAnswer>, ApiError> {
+    Ok(axum::Json(
+        switch_mode(&state, caller.session()?, id, req, &request).await?,
+    ))
+}
+
+pub async fn leave(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    request: &RequestId,
+) -> Result<(), ApiError> {
+    let grant = join_grant(state, session, id, request).await?;
+    state.calls.leave(&grant).await?;
+    record_step(state, session, &grant, "consultation.left", "left", request).await
+}
+
+#[utoipa::path(post, path = "/api/v1/appointments/{id}/call/leave", tag = "calls", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Out of the call (also when not in it)"), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn leave_handler(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    leave(&state, caller.session()?, id, &request).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
