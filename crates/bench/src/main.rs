@@ -4,6 +4,8 @@
 //! booked twice.
 
 mod booking;
+mod sfu;
+mod triage;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -75,12 +77,17 @@ struct Args {
     /// Use a new PostgreSQL database on the server named by CONFIDE_TEST_DATABASE_URL, dropped afterwards.
     #[arg(long)]
     postgres: bool,
+    /// SFU: concurrent 1:1 recorded calls, two synthetic str0m clients each.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=500))]
+    calls: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
     Reads,
     Booking,
+    Sfu,
+    Triage,
     All,
 }
 
@@ -102,6 +109,15 @@ async fn main() -> anyhow::Result<ExitCode> {
         passed &= tokio::time::timeout(budget, booking::run(&args))
             .await
             .map_err(|_| anyhow!("the booking bench overran its {} s budget", budget.as_secs()))??;
+    }
+    if matches!(args.scenario, Scenario::Sfu | Scenario::All) {
+        let budget = sfu::budget(&args);
+        passed &= tokio::time::timeout(budget, sfu::run(&args))
+            .await
+            .map_err(|_| anyhow!("the SFU bench overran its {} s budget", budget.as_secs()))??;
+    }
+    if matches!(args.scenario, Scenario::Triage | Scenario::All) {
+        passed &= triage::run()?;
     }
     Ok(if passed {
         ExitCode::SUCCESS

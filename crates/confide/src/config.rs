@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use confide_server::config::{BlobStoreConfig, S3Config};
 use confide_server::{ServerConfig, SmtpConfig, SmtpSecurity};
 use confide_store::{Backend, Role, Store};
 use serde::Deserialize;
@@ -50,8 +51,22 @@ struct Settings {
     session_ttl_hours: Option<u64>,
     media_udp: Option<SocketAddr>,
     media_public: Option<SocketAddr>,
+    replay_enabled: Option<bool>,
     #[serde(default)]
     smtp: SmtpSettings,
+    #[serde(default)]
+    s3: S3Settings,
+}
+
+/// Object storage for recordings' playback copies: S3 when a bucket is given, else the local disk.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct S3Settings {
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -95,6 +110,14 @@ impl Settings {
             session_ttl_hours: parse_var(env, "CONFIDE_SESSION_TTL_HOURS", "a whole number of hours")?,
             media_udp: parse_var(env, "CONFIDE_MEDIA_UDP", "an address such as 0.0.0.0:3478")?,
             media_public: parse_var(env, "CONFIDE_MEDIA_PUBLIC", "an address such as 203.0.113.7:3478")?,
+            replay_enabled: parse_var(env, "CONFIDE_REPLAY_ENABLED", "true or false")?,
+            s3: S3Settings {
+                bucket: text("CONFIDE_S3_BUCKET"),
+                endpoint: text("CONFIDE_S3_ENDPOINT"),
+                region: text("CONFIDE_S3_REGION"),
+                access_key_id: text("CONFIDE_S3_ACCESS_KEY_ID"),
+                secret_access_key: text("CONFIDE_S3_SECRET_ACCESS_KEY"),
+            },
             smtp: SmtpSettings {
                 host: text("CONFIDE_SMTP_HOST"),
                 port: parse_var(env, "CONFIDE_SMTP_PORT", "a port number")?,
@@ -117,6 +140,14 @@ impl Settings {
             session_ttl_hours: over.session_ttl_hours.or(self.session_ttl_hours),
             media_udp: over.media_udp.or(self.media_udp),
             media_public: over.media_public.or(self.media_public),
+            replay_enabled: over.replay_enabled.or(self.replay_enabled),
+            s3: S3Settings {
+                bucket: over.s3.bucket.or(self.s3.bucket),
+                endpoint: over.s3.endpoint.or(self.s3.endpoint),
+                region: over.s3.region.or(self.s3.region),
+                access_key_id: over.s3.access_key_id.or(self.s3.access_key_id),
+                secret_access_key: over.s3.secret_access_key.or(self.s3.secret_access_key),
+            },
             smtp: SmtpSettings {
                 host: over.smtp.host.or(self.smtp.host),
                 port: over.smtp.port.or(self.smtp.port),
@@ -168,6 +199,12 @@ impl Settings {
             );
         }
         config.smtp = smtp_config(self.smtp)?;
+        if let Some(enabled) = self.replay_enabled {
+            config.replay_enabled = enabled;
+        }
+        if let Some(blobs) = s3_config(self.s3)? {
+            config.blob_store = blobs;
+        }
         Ok(config)
     }
 }
@@ -216,6 +253,26 @@ fn smtp_config(s: SmtpSettings) -> Result<Option<SmtpConfig>> {
         password: s.password,
         security,
     }))
+}
+
+/// S3 when a bucket is given; keys go together, or both come from the environment (AWS_*).
+fn s3_config(s: S3Settings) -> Result<Option<BlobStoreConfig>> {
+    let Some(bucket) = s.bucket else {
+        if s == S3Settings::default() {
+            return Ok(None);
+        }
+        bail!("s3: bucket is required when other s3 settings are given");
+    };
+    if s.access_key_id.is_some() != s.secret_access_key.is_some() {
+        bail!("s3: access_key_id and secret_access_key must be given together");
+    }
+    Ok(Some(BlobStoreConfig::S3(S3Config {
+        bucket,
+        endpoint: s.endpoint,
+        region: s.region.unwrap_or_else(|| "us-east-1".to_owned()),
+        access_key_id: s.access_key_id,
+        secret_access_key: s.secret_access_key,
+    })))
 }
 
 /// The server configuration from the file named by `args`, then the environment, then the flags.
@@ -415,7 +472,7 @@ mod tests {
             let err = resolve(&ConfigArgs::default(), None, &env_of(&[(var, value)])).unwrap_err();
             assert!(err.to_string().starts_with(var), "{err}");
         }
-        let cases: [(&[(&str, &str)], &str); 7] = [
+        let cases: [(&[(&str, &str)], &str); 10] = [
             (&[("CONFIDE_SESSION_TTL_HOURS", "0")], "session_ttl_hours"),
             (&[("CONFIDE_MEDIA_UDP", "0.0.0.0:3478")], "set media_public"),
             (&[("CONFIDE_MEDIA_PUBLIC", "0.0.0.0:3478")], "media_public"),
@@ -429,6 +486,12 @@ mod tests {
                 "username and password",
             ),
             (&[("CONFIDE_DATABASE_URL", "mysql://db")], "database_url"),
+            (&[("CONFIDE_S3_REGION", "eu-west-2")], "s3: bucket is required"),
+            (
+                &[("CONFIDE_S3_BUCKET", "b"), ("CONFIDE_S3_ACCESS_KEY_ID", "k")],
+                "access_key_id and secret_access_key",
+            ),
+            (&[("CONFIDE_REPLAY_ENABLED", "maybe")], "CONFIDE_REPLAY_ENABLED"),
         ];
         for (vars, expected) in cases {
             let err = resolve(&ConfigArgs::default(), None, &env_of(vars)).unwrap_err();
@@ -444,5 +507,41 @@ mod tests {
         };
         let err = resolve(&args, None, &no_env).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/confide.toml"), "{err}");
+    }
+
+    #[test]
+    fn recordings_go_to_s3_when_a_bucket_is_given_and_replay_can_be_turned_off() {
+        let c = resolve(&ConfigArgs::default(), None, &no_env).unwrap();
+        assert_eq!(c.blob_store, BlobStoreConfig::Local { dir: None });
+        assert!(c.replay_enabled);
+        let file = config_file(
+            r#"
+            replay_enabled = false
+
+            [s3]
+            bucket = "recordings"
+            endpoint = "http://127.0.0.1:9000"
+            access_key_id = "id"
+            secret_access_key = "secret"
+            "#,
+        );
+        let c = resolve(
+            &with_file(&file),
+            None,
+            &env_of(&[("CONFIDE_S3_REGION", "eu-west-2")]),
+        )
+        .unwrap();
+        assert!(!c.replay_enabled);
+        let BlobStoreConfig::S3(s3) = c.blob_store else {
+            panic!("S3 expected");
+        };
+        assert_eq!(s3.bucket, "recordings");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region, "eu-west-2");
+        assert_eq!(s3.secret_access_key.as_deref(), Some("secret"));
+        assert!(
+            !format!("{s3:?}").contains("secret\""),
+            "the secret is never printed"
+        );
     }
 }

@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod passphrase;
 mod serve;
+mod triage;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ enum Command {
     /// Check the tamper-evident audit log
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Check the symptom checker's knowledge base and score it on vignettes
+    #[command(subcommand)]
+    Triage(triage::TriageCommand),
 }
 
 #[tokio::main]
@@ -94,6 +98,7 @@ async fn run(command: Command, env: Env<'_>) -> Result<ExitCode> {
         }
         Command::Admin(command) => admin::run(command, env).await?,
         Command::Audit(command) => return audit::run(command, env).await,
+        Command::Triage(command) => return triage::run(command),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -76,3 +76,7 @@ id_type!(
     /// link. Account holders take part as themselves, by their [`UserId`].
     GuestId
 );
+id_type!(
+    /// A logged-in patient's conversation with the symptom checker.
+    TriageSessionId
+);

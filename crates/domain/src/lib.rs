@@ -11,5 +11,7 @@ pub mod practice;
 pub mod registration;
 pub mod scheduling;
 
-pub use ids::{AppointmentId, ConsultationId, GuestId, PracticeId, RecordingId, RegistrationId, UserId};
+pub use ids::{
+    AppointmentId, ConsultationId, GuestId, PracticeId, RecordingId, RegistrationId, TriageSessionId, UserId,
+};
 pub use jiff::Timestamp;

@@ -7,8 +7,9 @@ pub mod keys;
 pub mod remux;
 pub mod segment;
 pub mod sfu;
+pub mod throughput;
 
 pub use keys::{DataKey, KeyError, MasterKey, WrappedKey};
 pub use segment::{
-    Frame, SegmentError, SegmentHeader, SegmentReader, SegmentWriter, Sink, Track, WriteError,
+    Frame, SegmentError, SegmentHeader, SegmentReader, SegmentWriter, Sink, StoredFrame, Track, WriteError,
 };

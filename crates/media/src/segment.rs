@@ -5,11 +5,11 @@
 //! A recording is a sequence of segments (a new one after each audio↔video switch, reconnect or
 //! server restart), all under the recording's [`DataKey`](crate::DataKey).
 //!
-//! # File format (version 1; integers big-endian)
+//! # File format (version 2; integers big-endian)
 //!
 //! ```text
 //! header, 52 bytes
-//!   0..8     magic "CFDSEG01"
+//!   0..8     magic "CFDSEG02"
 //!   8..24    recording id (UUID bytes)
 //!   24..28   segment index, u32
 //!   28..36   created at, Unix ms, u64
@@ -22,11 +22,20 @@
 //!   13..     ciphertext ‖ tag (L bytes)
 //!            nonce = segment index (4 bytes) ‖ chunk index (8 bytes)
 //!            associated data = header bytes 0..36 ‖ chunk bytes 0..13
-//! plaintext of a chunk: frame records, back to back
-//!   track u8 (0 audio, 1 video) ‖ flags u8 (bit 0 keyframe) ‖ timestamp µs u64
-//!   ‖ payload length u32 ‖ payload
+//! plaintext of a chunk: records, back to back, each led by its type
+//!   sender   2 ‖ sender number u8 ‖ participant id (UUID bytes)
+//!            names the segment's next sender number (0, 1, 2, … in order, each id once);
+//!            it comes before that sender's first frame
+//!   frame    track u8 (0 audio, 1 video) ‖ sender number u8 ‖ flags u8 (bit 0 keyframe)
+//!            ‖ timestamp µs u64 ‖ payload length u32 ‖ payload
 //! the final chunk's plaintext ends with the segment's frame count, u64
 //! ```
+//!
+//! Every frame names who sent it through a one-byte sender number, which the segment maps to
+//! the participant's id (a call has two or three people, so 16 bytes on every 80-byte Opus
+//! packet would be waste). A sender record travels in the same encrypted stream as the frames,
+//! so it is authenticated like them, and it is always sealed no later than the first frame
+//! that uses it.
 //!
 //! Every byte is either ciphertext or authenticated: the header binds every chunk to its
 //! recording and segment, and the chunk index and kind bind each chunk to its place, so
@@ -46,6 +55,7 @@ mod reader;
 mod writer;
 
 use std::io;
+use std::ops::Deref;
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::Nonce;
@@ -53,24 +63,32 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 pub use reader::SegmentReader;
-pub use writer::{SegmentWriter, Sink};
+pub use writer::{BackgroundSync, SegmentWriter, Sink};
+
+use crate::sfu::ParticipantId;
 
 /// A chunk is sealed once this much plaintext is buffered.
 pub const SEAL_BYTES: usize = 256 * 1024;
-/// A chunk is sealed at a [`SegmentWriter::tick`] this long after the last seal. It sits below
-/// the issue's 1 s loss bound so that ticks up to 100 ms apart still keep within it.
-pub const SEAL_INTERVAL_MS: u64 = 900;
+/// A chunk is sealed at a [`SegmentWriter::tick`] this long after the last seal. Half the 1 s
+/// bound on what a crash may lose, leaving room for late ticks and frames queued on their way.
+pub const SEAL_INTERVAL_MS: u64 = 500;
 /// Largest frame payload a writer accepts (well above any Opus packet or VP8 frame we expect).
 pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 /// Largest chunk (ciphertext + tag) a reader accepts: checked before allocating.
 pub const MAX_CHUNK_LEN: usize = 16 * 1024 * 1024;
 /// Length of a segment header.
 pub const HEADER_LEN: usize = AUTHENTICATED_HEADER_LEN + TAG_LEN;
+/// How many participants one segment can name (its sender numbers are one byte).
+pub const MAX_SENDERS: usize = 256;
 
-const MAGIC: &[u8; 8] = b"CFDSEG01";
+const MAGIC: &[u8; 8] = b"CFDSEG02";
 const AUTHENTICATED_HEADER_LEN: usize = 36;
 const CHUNK_HEAD_LEN: usize = 13;
-const RECORD_HEAD_LEN: usize = 14;
+const RECORD_HEAD_LEN: usize = 15;
+const SENDER_RECORD_LEN: usize = 18;
+const RECORD_AUDIO: u8 = 0;
+const RECORD_VIDEO: u8 = 1;
+const RECORD_SENDER: u8 = 2;
 const TRAILER_LEN: usize = 8;
 const TAG_LEN: usize = 16;
 const KIND_DATA: u8 = 0;
@@ -79,8 +97,10 @@ const KIND_FINAL: u8 = 1;
 const HEADER_NONCE_CHUNK: u64 = u64::MAX;
 
 // A chunk is sealed as soon as it reaches SEAL_BYTES, so the largest one holds just under
-// SEAL_BYTES plus one maximal frame and the trailer: it must still be readable.
-const _: () = assert!(SEAL_BYTES + RECORD_HEAD_LEN + MAX_FRAME_LEN + TRAILER_LEN + TAG_LEN <= MAX_CHUNK_LEN);
+// SEAL_BYTES plus one sender record, one maximal frame and the trailer: it must still be readable.
+const _: () = assert!(
+    SEAL_BYTES + SENDER_RECORD_LEN + RECORD_HEAD_LEN + MAX_FRAME_LEN + TRAILER_LEN + TAG_LEN <= MAX_CHUNK_LEN
+);
 const _: () = assert!(MAX_CHUNK_LEN <= u32::MAX as usize);
 
 /// Which stream a frame belongs to: Opus audio or VP8 video.
@@ -97,6 +117,22 @@ pub struct Frame {
     pub timestamp_us: u64,
     pub keyframe: bool,
     pub payload: Bytes,
+}
+
+/// A frame as a segment gives it back: with the participant who sent it. It dereferences to
+/// the [`Frame`], so `stored.track` or `stored.payload` read as on the frame itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFrame {
+    pub sender: ParticipantId,
+    pub frame: Frame,
+}
+
+impl Deref for StoredFrame {
+    type Target = Frame;
+
+    fn deref(&self) -> &Frame {
+        &self.frame
+    }
 }
 
 /// What a segment says about itself, checked against what the reader expects.
@@ -159,6 +195,8 @@ pub enum WriteError {
     FrameTooLarge { len: usize },
     #[error("an earlier write to this segment failed, so it takes no more: start a new segment")]
     Failed,
+    #[error("a segment names at most {MAX_SENDERS} senders: start a new segment")]
+    TooManySenders,
 }
 
 fn chunk_nonce(segment: u32, chunk: u64) -> Nonce<Aes256Gcm> {
@@ -187,46 +225,81 @@ fn encode_chunk_head(ciphertext_len: usize, kind: u8, index: u64) -> [u8; CHUNK_
     head
 }
 
-fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
-    let len = u32::try_from(frame.payload.len()).expect("payload is at most MAX_FRAME_LEN");
-    out.push(match frame.track {
-        Track::Audio => 0,
-        Track::Video => 1,
-    });
-    out.push(u8::from(frame.keyframe));
-    out.extend_from_slice(&frame.timestamp_us.to_be_bytes());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&frame.payload);
+fn encode_sender(out: &mut Vec<u8>, number: u8, sender: ParticipantId) {
+    out.push(RECORD_SENDER);
+    out.push(number);
+    out.extend_from_slice(sender.0.as_bytes());
 }
 
-/// Takes the next frame record off the front of `records`; `Err` names what is malformed.
-fn decode_frame(records: &mut Bytes) -> Result<Frame, &'static str> {
+/// Writes a frame record's head; the payload follows it.
+fn frame_record_head(frame: &Frame, sender: u8) -> [u8; RECORD_HEAD_LEN] {
+    let len = u32::try_from(frame.payload.len()).expect("payload is at most MAX_FRAME_LEN");
+    let mut head = [0u8; RECORD_HEAD_LEN];
+    head[0] = match frame.track {
+        Track::Audio => RECORD_AUDIO,
+        Track::Video => RECORD_VIDEO,
+    };
+    head[1] = sender;
+    head[2] = u8::from(frame.keyframe);
+    head[3..11].copy_from_slice(&frame.timestamp_us.to_be_bytes());
+    head[11..15].copy_from_slice(&len.to_be_bytes());
+    head
+}
+
+/// One record of a chunk's plaintext.
+enum Record {
+    Sender { number: u8, id: ParticipantId },
+    Frame { sender: u8, frame: Frame },
+}
+
+/// Takes the next record off the front of `records`; `Err` names what is malformed.
+fn decode_record(records: &mut Bytes) -> Result<Record, &'static str> {
+    match records.first() {
+        Some(&RECORD_SENDER) => {
+            let Some(head) = records.get(..SENDER_RECORD_LEN) else {
+                return Err("sender record cut short");
+            };
+            let number = head[1];
+            let id = ParticipantId(Uuid::from_bytes(head[2..].try_into().expect("16 bytes")));
+            *records = records.slice(SENDER_RECORD_LEN..);
+            Ok(Record::Sender { number, id })
+        }
+        Some(_) => decode_frame(records),
+        None => Err("record cut short"),
+    }
+}
+
+fn decode_frame(records: &mut Bytes) -> Result<Record, &'static str> {
     let Some(head) = records.get(..RECORD_HEAD_LEN) else {
         return Err("frame record cut short");
     };
     let track = match head[0] {
-        0 => Track::Audio,
-        1 => Track::Video,
-        _ => return Err("unknown track"),
+        RECORD_AUDIO => Track::Audio,
+        RECORD_VIDEO => Track::Video,
+        _ => return Err("unknown record type"),
     };
-    let keyframe = match head[1] {
+    let sender = head[1];
+    let keyframe = match head[2] {
         0 => false,
         1 => true,
         _ => return Err("unknown frame flags"),
     };
-    let timestamp_us = u64::from_be_bytes(head[2..10].try_into().expect("8 bytes"));
-    let len = u32::from_be_bytes(head[10..14].try_into().expect("4 bytes")) as usize;
+    let timestamp_us = u64::from_be_bytes(head[3..11].try_into().expect("8 bytes"));
+    let len = u32::from_be_bytes(head[11..15].try_into().expect("4 bytes")) as usize;
     let end = RECORD_HEAD_LEN
         .checked_add(len)
         .filter(|&end| end <= records.len())
         .ok_or("frame payload cut short")?;
     let payload = records.slice(RECORD_HEAD_LEN..end);
     *records = records.slice(end..);
-    Ok(Frame {
-        track,
-        timestamp_us,
-        keyframe,
-        payload,
+    Ok(Record::Frame {
+        sender,
+        frame: Frame {
+            track,
+            timestamp_us,
+            keyframe,
+            payload,
+        },
     })
 }
 
@@ -287,8 +360,23 @@ mod tests {
         out
     }
 
-    fn frame_record(track: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![track, flags];
+    const SENDER: ParticipantId = ParticipantId(Uuid::from_u128(0x5e));
+
+    fn sender_record(number: u8, id: ParticipantId) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_sender(&mut out, number, id);
+        out
+    }
+
+    /// Sender 0's record, then the frame's.
+    fn first_frame_record(track: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = sender_record(0, SENDER);
+        out.extend_from_slice(&frame_record(track, 0, flags, payload));
+        out
+    }
+
+    fn frame_record(track: u8, sender: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![track, sender, flags];
         out.extend_from_slice(&7u64.to_be_bytes());
         out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
         out.extend_from_slice(payload);
@@ -317,12 +405,11 @@ mod tests {
     #[test]
     fn hand_built_segment_reads_like_a_written_one() {
         let key = key();
-        let record = frame_record(1, 1, b"vp8");
         let bytes = segment_of(
             &key,
             &[
-                (KIND_DATA, record.clone()),
-                (KIND_FINAL, final_plaintext(&record, 2)),
+                (KIND_DATA, first_frame_record(1, 1, b"vp8")),
+                (KIND_FINAL, final_plaintext(&frame_record(1, 0, 1, b"vp8"), 2)),
             ],
         );
         let mut written = SegmentWriter::new(Vec::new(), &key, HEADER).unwrap();
@@ -332,9 +419,9 @@ mod tests {
             keyframe: true,
             payload: Bytes::from_static(b"vp8"),
         };
-        written.push(&frame).unwrap();
+        written.push(SENDER, &frame).unwrap();
         written.tick(HEADER.created_at_ms + SEAL_INTERVAL_MS).unwrap();
-        written.push(&frame).unwrap();
+        written.push(SENDER, &frame).unwrap();
         assert_eq!(written.finish().unwrap(), bytes);
         assert!(matches!(read(&bytes, &key), (2, None)));
     }
@@ -342,7 +429,7 @@ mod tests {
     #[test]
     fn wrong_frame_count_in_the_final_chunk_is_corrupt() {
         let key = key();
-        let record = frame_record(0, 0, b"opus");
+        let record = first_frame_record(0, 0, b"opus");
         let bytes = segment_of(&key, &[(KIND_FINAL, final_plaintext(&record, 2))]);
         assert!(matches!(
             read(&bytes, &key),
@@ -353,14 +440,20 @@ mod tests {
     #[test]
     fn malformed_records_are_corrupt_not_garbage() {
         let key = key();
-        let good = frame_record(0, 0, b"opus");
-        let mut cut_short = frame_record(0, 0, b"opus");
+        let good = first_frame_record(0, 0, b"opus");
+        let mut cut_short = frame_record(0, 0, 0, b"opus");
         cut_short.pop();
+        let other = ParticipantId(Uuid::from_u128(0x5f));
         for bad in [
-            frame_record(2, 0, b"opus"),
-            frame_record(0, 2, b"opus"),
+            frame_record(3, 0, 0, b"opus"),
+            frame_record(0, 0, 2, b"opus"),
             cut_short,
-            good[..RECORD_HEAD_LEN - 1].to_vec(),
+            frame_record(0, 0, 0, b"opus")[..RECORD_HEAD_LEN - 1].to_vec(),
+            // Sender numbers: one not named yet, one named out of turn, an id named twice.
+            frame_record(0, 1, 0, b"opus"),
+            sender_record(2, other),
+            sender_record(1, SENDER),
+            sender_record(1, other)[..SENDER_RECORD_LEN - 1].to_vec(),
         ] {
             let mut records = good.clone();
             records.extend_from_slice(&bad);
@@ -378,7 +471,7 @@ mod tests {
     fn unknown_chunk_kind_and_final_chunk_without_count_are_corrupt() {
         let key = key();
         for chunk in [
-            (2, frame_record(0, 0, b"x")),
+            (2, first_frame_record(0, 0, b"x")),
             (KIND_FINAL, vec![0; TRAILER_LEN - 1]),
         ] {
             let bytes = segment_of(&key, &[chunk]);

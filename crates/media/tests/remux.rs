@@ -6,11 +6,14 @@ use std::io::{self, Cursor, Seek, SeekFrom, Write};
 
 use bytes::Bytes;
 use confide_media::remux::{
-    CLUSTER_SPAN_MS, FrameSize, REORDER_WINDOW_US, RemuxError, RemuxSummary, WebmError, WebmWriter,
-    remux_segments,
+    CLUSTER_SPAN_MS, FrameSize, Include, MAX_TRACKS, REORDER_WINDOW_US, RemuxError, RemuxOptions,
+    RemuxSummary, TrackKey, WebmError, WebmWriter, remux_segments, remux_segments_with,
 };
 use confide_media::segment::SEAL_INTERVAL_MS;
-use confide_media::{DataKey, Frame, SegmentError, SegmentHeader, SegmentReader, SegmentWriter, Track};
+use confide_media::sfu::ParticipantId;
+use confide_media::{
+    DataKey, Frame, SegmentError, SegmentHeader, SegmentReader, SegmentWriter, StoredFrame, Track,
+};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,6 +22,13 @@ use uuid::Uuid;
 /// Recording time is some clock far from 0; the file must start at 0 anyway.
 const CLOCK_US: u64 = 1_750_000_000_000_000;
 const OPUS_FRAME_US: u64 = 20_000;
+/// The people of a call, in id order: the patient, the clinician and an interpreter. Synthetic
+/// frames end with their sender's index here, so a block shows whose it is.
+const PEOPLE: [ParticipantId; 3] = [
+    ParticipantId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0a01)),
+    ParticipantId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0a02)),
+    ParticipantId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0a03)),
+];
 
 // ---------------------------------------------------------------------------------------------
 // Synthetic recordings
@@ -49,12 +59,26 @@ fn opus(rng: &mut StdRng, stereo: bool) -> Vec<u8> {
     packet
 }
 
-fn frame(track: Track, timestamp_us: u64, keyframe: bool, payload: Vec<u8>) -> Frame {
-    Frame {
-        track,
-        timestamp_us,
-        keyframe,
-        payload: Bytes::from(payload),
+/// A frame the patient sent.
+fn frame(track: Track, timestamp_us: u64, keyframe: bool, payload: Vec<u8>) -> StoredFrame {
+    frame_from(PEOPLE[0], track, timestamp_us, keyframe, payload)
+}
+
+fn frame_from(
+    sender: ParticipantId,
+    track: Track,
+    timestamp_us: u64,
+    keyframe: bool,
+    payload: Vec<u8>,
+) -> StoredFrame {
+    StoredFrame {
+        sender,
+        frame: Frame {
+            track,
+            timestamp_us,
+            keyframe,
+            payload: Bytes::from(payload),
+        },
     }
 }
 
@@ -79,15 +103,17 @@ struct SegmentSpec {
     video: Option<VideoSpec>,
 }
 
-/// One segment's frames in stored order: audio every 20 ms, video at its interval; each track in
-/// time order, the two interleaved by when they were stored.
-fn segment_frames(spec: &SegmentSpec, rng: &mut StdRng) -> Vec<Frame> {
+/// What one person sends in one segment, with when each frame is stored: audio every 20 ms,
+/// video at its interval, each in time order. Every payload ends with the person's index.
+fn segment_frames(spec: &SegmentSpec, who: usize, rng: &mut StdRng) -> Vec<(u64, StoredFrame)> {
     let start_us = CLOCK_US + spec.start_ms * 1000;
     let end_us = CLOCK_US + spec.end_ms * 1000;
-    let mut stored: Vec<(u64, Frame)> = Vec::new();
+    let mut stored: Vec<(u64, StoredFrame)> = Vec::new();
     if let Some(stereo) = spec.audio {
         for ts in (start_us..end_us).step_by(OPUS_FRAME_US as usize) {
-            stored.push((ts, frame(Track::Audio, ts, true, opus(rng, stereo))));
+            let mut packet = opus(rng, stereo);
+            packet.push(who as u8);
+            stored.push((ts, frame_from(PEOPLE[who], Track::Audio, ts, true, packet)));
         }
     }
     if let Some(video) = &spec.video {
@@ -99,33 +125,64 @@ fn segment_frames(spec: &SegmentSpec, rng: &mut StdRng) -> Vec<Frame> {
         {
             let key = i >= video.leading_interframes
                 && (i - video.leading_interframes).is_multiple_of(video.keyframe_every);
-            let payload = if key {
+            let mut payload = if key {
                 vp8_keyframe(rng, video.size)
             } else {
                 vp8_interframe(rng)
             };
+            payload.push(who as u8);
             stored_at = (ts + rng.random_range(0..=video.max_lag_us)).max(stored_at);
-            stored.push((stored_at, frame(Track::Video, ts, key, payload)));
+            stored.push((stored_at, frame_from(PEOPLE[who], Track::Video, ts, key, payload)));
         }
     }
-    stored.sort_by_key(|(at, _)| *at);
-    stored.into_iter().map(|(_, f)| f).collect()
+    stored
 }
 
-fn recording(specs: &[SegmentSpec], seed: u64) -> Vec<Vec<Frame>> {
+/// The patient's recording, segment by segment.
+fn recording(specs: &[SegmentSpec], seed: u64) -> Vec<Vec<StoredFrame>> {
+    recording_of(&[specs], seed)
+}
+
+/// `people[i]` is what `PEOPLE[i]` sends in each segment; each segment's frames are in the order
+/// they were stored, everyone's interleaved.
+fn recording_of(people: &[&[SegmentSpec]], seed: u64) -> Vec<Vec<StoredFrame>> {
     let mut rng = StdRng::seed_from_u64(seed);
-    specs.iter().map(|spec| segment_frames(spec, &mut rng)).collect()
+    let segments = people.iter().map(|specs| specs.len()).max().unwrap_or(0);
+    (0..segments)
+        .map(|segment| {
+            let mut stored: Vec<(u64, StoredFrame)> = Vec::new();
+            for (who, specs) in people.iter().enumerate() {
+                if let Some(spec) = specs.get(segment) {
+                    stored.extend(segment_frames(spec, who, &mut rng));
+                }
+            }
+            stored.sort_by_key(|(at, _)| *at);
+            stored.into_iter().map(|(_, f)| f).collect()
+        })
+        .collect()
+}
+
+/// A segment in which this person sends nothing.
+fn silent(start_ms: u64, end_ms: u64) -> SegmentSpec {
+    SegmentSpec {
+        start_ms,
+        end_ms,
+        audio: None,
+        video: None,
+    }
 }
 
 /// Segments as `remux_segments` takes them from a source that cannot fail.
-fn infallible(segments: &[Vec<Frame>]) -> Vec<Result<Vec<Result<Frame, Infallible>>, Infallible>> {
+fn infallible(
+    segments: &[Vec<StoredFrame>],
+) -> Vec<Result<Vec<Result<StoredFrame, Infallible>>, Infallible>> {
     segments
         .iter()
         .map(|segment| Ok(segment.iter().cloned().map(Ok).collect()))
         .collect()
 }
 
-fn remux(segments: &[Vec<Frame>]) -> (Vec<u8>, RemuxSummary) {
+fn remux(segments: &[Vec<StoredFrame>]) -> (Vec<u8>, RemuxSummary) {
     let mut out = Cursor::new(Vec::new());
     let summary = remux_segments(infallible(segments), &mut out).unwrap();
     (out.into_inner(), summary)
@@ -147,64 +204,104 @@ struct Expected {
     dropped: u64,
     /// From the earliest frame kept to the end of the last frame: the call's length.
     call_ms: f64,
+    start_us: u64,
+    /// In number order.
+    tracks: Vec<ExpectedTrack>,
+}
+
+#[derive(Debug)]
+struct ExpectedTrack {
+    key: TrackKey,
+    /// Video: the first keyframe's size.
     video_size: Option<(u16, u16)>,
+    /// Audio: 2 if any packet is stereo.
     channels: Option<u8>,
+    frames: u64,
 }
 
 fn is_vp8_keyframe(payload: &[u8]) -> bool {
     payload.len() >= 10 && payload[0] & 1 == 0 && payload[3..6] == [0x9d, 0x01, 0x2a]
 }
 
-/// Worked out from the frames directly: each segment's video from its first keyframe, every
-/// frame in time order (video first on a tie), times in ms from the first frame kept.
-fn expected(segments: &[Vec<Frame>]) -> Expected {
+/// Worked out from the frames directly: the tracks `options` picks, each sender's video of a
+/// segment from their first keyframe in it, every frame in time order (video first on a tie,
+/// then the lower participant id), tracks numbered in the order they first play, times in ms
+/// from the first frame kept.
+fn expected(segments: &[Vec<StoredFrame>], options: RemuxOptions) -> Expected {
+    let admits = |include: Include, who| match include {
+        Include::Everyone => true,
+        Include::Only(only) => only == who,
+        Include::Nobody => false,
+    };
     let mut kept = Vec::new();
     let mut dropped = 0;
     for segment in segments {
-        let mut started = false;
+        let mut started = Vec::new();
         for f in segment {
-            if f.track == Track::Video && !started {
+            let include = match f.track {
+                Track::Audio => options.audio_of,
+                Track::Video => options.video_of,
+            };
+            if !admits(include, f.sender) {
+                continue;
+            }
+            if f.track == Track::Video && !started.contains(&f.sender) {
                 if !is_vp8_keyframe(&f.payload) {
                     dropped += 1;
                     continue;
                 }
-                started = true;
+                started.push(f.sender);
             }
             kept.push(f.clone());
         }
     }
-    kept.sort_by_key(|f| (f.timestamp_us, f.track == Track::Audio));
+    kept.sort_by_key(|f| (f.timestamp_us, f.track == Track::Audio, f.sender));
     let origin = kept.first().map_or(0, |f| f.timestamp_us);
     let end = kept
         .iter()
         .map(|f| f.timestamp_us + if f.track == Track::Audio { OPUS_FRAME_US } else { 0 })
         .max()
         .unwrap_or(origin);
-    let first_key = kept.iter().find(|f| f.track == Track::Video);
-    let audio: Vec<_> = kept.iter().filter(|f| f.track == Track::Audio).collect();
+    let mut tracks: Vec<ExpectedTrack> = Vec::new();
+    let mut blocks = Vec::new();
+    for f in &kept {
+        let key = TrackKey {
+            participant: f.sender,
+            kind: f.track,
+        };
+        let index = match tracks.iter().position(|t| t.key == key) {
+            Some(index) => index,
+            None => {
+                tracks.push(ExpectedTrack {
+                    key,
+                    video_size: (f.track == Track::Video).then(|| {
+                        let p = &f.payload;
+                        (u16::from_le_bytes([p[6], p[7]]), u16::from_le_bytes([p[8], p[9]]))
+                    }),
+                    channels: (f.track == Track::Audio).then_some(1),
+                    frames: 0,
+                });
+                tracks.len() - 1
+            }
+        };
+        let track = &mut tracks[index];
+        track.frames += 1;
+        if f.track == Track::Audio && f.payload[0] & 4 != 0 {
+            track.channels = Some(2);
+        }
+        blocks.push(Block {
+            track: index as u64 + 1,
+            time_ms: (f.timestamp_us - origin + 500) / 1000,
+            keyframe: f.track == Track::Audio || is_vp8_keyframe(&f.payload),
+            payload: f.payload.to_vec(),
+        });
+    }
     Expected {
-        blocks: kept
-            .iter()
-            .map(|f| Block {
-                track: if f.track == Track::Video { 1 } else { 2 },
-                time_ms: (f.timestamp_us - origin + 500) / 1000,
-                keyframe: f.track == Track::Audio || is_vp8_keyframe(&f.payload),
-                payload: f.payload.to_vec(),
-            })
-            .collect(),
+        blocks,
         dropped,
         call_ms: (end - origin) as f64 / 1000.0,
-        video_size: first_key.map(|f| {
-            let p = &f.payload;
-            (u16::from_le_bytes([p[6], p[7]]), u16::from_le_bytes([p[8], p[9]]))
-        }),
-        channels: (!audio.is_empty()).then(|| {
-            if audio.iter().any(|f| f.payload[0] & 4 != 0) {
-                2
-            } else {
-                1
-            }
-        }),
+        start_us: origin,
+        tracks,
     }
 }
 
@@ -287,6 +384,7 @@ mod webm {
 struct TrackInfo {
     number: u64,
     kind: u64,
+    name: String,
     codec: String,
     private: Option<Vec<u8>>,
     codec_delay_ns: Option<u64>,
@@ -352,7 +450,7 @@ fn parse(file: &[u8]) -> Parsed {
     let ids: Vec<_> = segment.iter().map(|e| e.id).collect();
     assert!(ids.len() >= 5, "{ids:x?}");
     assert_eq!(ids[..3], [SEEK_HEAD, INFO, TRACKS]);
-    // Room left by an absent track.
+    // Room left for tracks the file does not have.
     let voids_after_tracks = usize::from(ids[3] == VOID);
     if voids_after_tracks == 1 {
         assert!(segment[3].data.iter().all(|&b| b == 0));
@@ -404,6 +502,7 @@ fn parse(file: &[u8]) -> Parsed {
         tracks.push(TrackInfo {
             number: uint(one(&fields, 0xD7)),
             kind: uint(one(&fields, 0x83)),
+            name: String::from_utf8(one(&fields, 0x536E).to_vec()).unwrap(),
             codec: String::from_utf8(one(&fields, 0x86).to_vec()).unwrap(),
             private: find(0x63A2).map(<[u8]>::to_vec),
             codec_delay_ns: find(0x56AA).map(uint),
@@ -429,7 +528,11 @@ fn parse(file: &[u8]) -> Parsed {
             .map(|block| {
                 assert_eq!(block.id, 0xA3, "SimpleBlock");
                 let d = block.data;
-                assert!(d[0] == 0x81 || d[0] == 0x82, "track number {:x}", d[0]);
+                assert!(
+                    (0x81..=0x80 + MAX_TRACKS as u8).contains(&d[0]),
+                    "track number {:x}",
+                    d[0]
+                );
                 let relative = i16::from_be_bytes([d[1], d[2]]);
                 assert!(relative >= 0, "blocks come in time order");
                 assert_eq!(
@@ -490,9 +593,41 @@ fn opus_head(channels: u8) -> Vec<u8> {
     head
 }
 
+impl Parsed {
+    fn is_video(&self, track: u64) -> bool {
+        self.tracks.iter().any(|t| t.number == track && t.kind == 1)
+    }
+
+    /// The number of `who`'s track of `kind`, from the track names.
+    fn track_of(&self, who: ParticipantId, kind: Track) -> Option<u64> {
+        let name = track_name(TrackKey {
+            participant: who,
+            kind,
+        });
+        self.tracks.iter().find(|t| t.name == name).map(|t| t.number)
+    }
+}
+
+fn track_name(key: TrackKey) -> String {
+    let kind = match key.kind {
+        Track::Audio => "audio",
+        Track::Video => "video",
+    };
+    format!("{} {kind}", key.participant.0)
+}
+
 /// Everything the file must say about `segments`, read both ways.
-fn check(segments: &[Vec<Frame>], file: &[u8], summary: &RemuxSummary) -> Parsed {
-    let want = expected(segments);
+fn check(segments: &[Vec<StoredFrame>], file: &[u8], summary: &RemuxSummary) -> Parsed {
+    check_with(segments, RemuxOptions::default(), file, summary)
+}
+
+fn check_with(
+    segments: &[Vec<StoredFrame>],
+    options: RemuxOptions,
+    file: &[u8],
+    summary: &RemuxSummary,
+) -> Parsed {
+    let want = expected(segments, options);
     let parsed = parse(file);
 
     let blocks = parsed.blocks();
@@ -500,14 +635,26 @@ fn check(segments: &[Vec<Frame>], file: &[u8], summary: &RemuxSummary) -> Parsed
     for (i, (got, want)) in blocks.iter().zip(&want.blocks).enumerate() {
         assert_eq!(got, want, "block {i}");
     }
-    let video_frames = want.blocks.iter().filter(|b| b.track == 1).count() as u64;
+    let video_frames = blocks.iter().filter(|b| parsed.is_video(b.track)).count() as u64;
     assert_eq!(summary.video_frames, video_frames);
     assert_eq!(summary.audio_frames, want.blocks.len() as u64 - video_frames);
     assert_eq!(summary.dropped_video_frames, want.dropped);
+    assert_eq!(summary.start_us, want.start_us);
+    let size = |(width, height)| FrameSize { width, height };
     assert_eq!(
         summary.video_size,
-        want.video_size.map(|(width, height)| FrameSize { width, height })
+        want.tracks.iter().find_map(|t| t.video_size).map(size)
     );
+    let summarised: Vec<_> = summary
+        .tracks
+        .iter()
+        .map(|t| (u64::from(t.number), t.key, t.frames, t.video_size, t.channels))
+        .collect();
+    let wanted: Vec<_> = (1..)
+        .zip(&want.tracks)
+        .map(|(n, t)| (n, t.key, t.frames, t.video_size.map(size), t.channels))
+        .collect();
+    assert_eq!(summarised, wanted);
 
     // The length is the call's, gaps included, within one frame (a video frame at most 100 ms).
     assert!(
@@ -518,48 +665,54 @@ fn check(segments: &[Vec<Frame>], file: &[u8], summary: &RemuxSummary) -> Parsed
     );
     assert_eq!(summary.duration_ms, parsed.duration_ms.round() as u64);
 
-    let mut tracks = Vec::new();
-    if let Some((width, height)) = want.video_size {
-        tracks.push(TrackInfo {
-            number: 1,
-            kind: 1,
-            codec: "V_VP8".into(),
-            private: None,
-            codec_delay_ns: None,
-            seek_pre_roll_ns: None,
-            video_size: Some((width.into(), height.into())),
-            audio: None,
-        });
-    }
-    if let Some(channels) = want.channels {
-        tracks.push(TrackInfo {
-            number: 2,
-            kind: 2,
-            codec: "A_OPUS".into(),
-            private: Some(opus_head(channels)),
-            codec_delay_ns: Some(6_500_000),
-            seek_pre_roll_ns: Some(80_000_000),
-            video_size: None,
-            audio: Some((48_000.0, channels.into())),
-        });
-    }
+    let tracks: Vec<_> = (1..)
+        .zip(&want.tracks)
+        .map(|(number, t)| match t.key.kind {
+            Track::Video => {
+                let (width, height) = t.video_size.unwrap();
+                TrackInfo {
+                    number,
+                    kind: 1,
+                    name: track_name(t.key),
+                    codec: "V_VP8".into(),
+                    private: None,
+                    codec_delay_ns: None,
+                    seek_pre_roll_ns: None,
+                    video_size: Some((width.into(), height.into())),
+                    audio: None,
+                }
+            }
+            Track::Audio => {
+                let channels = t.channels.unwrap();
+                TrackInfo {
+                    number,
+                    kind: 2,
+                    name: track_name(t.key),
+                    codec: "A_OPUS".into(),
+                    private: Some(opus_head(channels)),
+                    codec_delay_ns: Some(6_500_000),
+                    seek_pre_roll_ns: Some(80_000_000),
+                    video_size: None,
+                    audio: Some((48_000.0, channels.into())),
+                }
+            }
+        })
+        .collect();
     assert_eq!(parsed.tracks, tracks);
-    assert_eq!(parsed.voids_after_tracks, usize::from(tracks.len() < 2));
+    assert_eq!(parsed.voids_after_tracks, 1, "the room left for tracks");
 
     // Clusters: a video keyframe always opens one; audio opens one once the cluster is
     // CLUSTER_SPAN_MS old; no cluster outlives a 16-bit relative time.
     for cluster in &parsed.clusters {
         for (i, block) in cluster.blocks.iter().enumerate().skip(1) {
             let age = block.time_ms - cluster.time_ms;
+            let video = parsed.is_video(block.track);
             assert!(
-                !(block.track == 1 && block.keyframe),
+                !(video && block.keyframe),
                 "keyframe inside a cluster at {}",
                 block.time_ms
             );
-            assert!(
-                block.track == 1 || age < CLUSTER_SPAN_MS,
-                "audio {i} at age {age}"
-            );
+            assert!(video || age < CLUSTER_SPAN_MS, "audio {i} at age {age}");
             assert!(age <= i16::MAX as u64);
         }
     }
@@ -595,14 +748,17 @@ fn check_with_matroska_demuxer(file: &[u8], want: &Expected, parsed: &Parsed) {
         .iter()
         .map(|t| (t.track_number().get(), t.track_type(), t.codec_id().to_owned()))
         .collect();
-    let mut want_kinds = Vec::new();
-    if want.video_size.is_some() {
-        want_kinds.push((1, TrackType::Video, "V_VP8".to_owned()));
-    }
-    if want.channels.is_some() {
-        want_kinds.push((2, TrackType::Audio, "A_OPUS".to_owned()));
-    }
+    let want_kinds: Vec<_> = (1..)
+        .zip(&want.tracks)
+        .map(|(n, t)| match t.key.kind {
+            Track::Video => (n, TrackType::Video, "V_VP8".to_owned()),
+            Track::Audio => (n, TrackType::Audio, "A_OPUS".to_owned()),
+        })
+        .collect();
     assert_eq!(kinds, want_kinds);
+    let names: Vec<_> = mkv.tracks().iter().map(|t| t.name().map(str::to_owned)).collect();
+    let want_names: Vec<_> = want.tracks.iter().map(|t| Some(track_name(t.key))).collect();
+    assert_eq!(names, want_names);
 
     let mut got = Vec::new();
     let mut frame = MkvFrame::default();
@@ -694,14 +850,15 @@ fn a_call_with_a_switch_and_a_reconnect_round_trips() {
     );
     // The reconnect gap is still a gap: nothing between 11.0 s and 12.5 s.
     let blocks = parsed.blocks();
+    let audio = parsed.track_of(PEOPLE[0], Track::Audio).unwrap();
     let after_gap = blocks.iter().find(|b| b.time_ms >= 11_000).unwrap();
-    assert_eq!((after_gap.time_ms, after_gap.track), (12_500, 2));
+    assert_eq!((after_gap.time_ms, after_gap.track), (12_500, audio));
     // Audio-only stretches are split every CLUSTER_SPAN_MS and cued on the audio track.
     assert!(
         parsed
             .cues
             .iter()
-            .any(|&(time, track, _)| track == 2 && time > 4_000 && time < 11_000)
+            .any(|&(time, track, _)| track == audio && time > 4_000 && time < 11_000)
     );
     // The same input gives the same bytes.
     assert!(remux(&segments).0 == file);
@@ -908,7 +1065,7 @@ fn a_segment_cut_by_a_crash_plays_up_to_the_cut() {
         let mut writer = SegmentWriter::create(&path, &key, header).unwrap();
         let mut sealed = 0;
         for (i, f) in frames.iter().enumerate() {
-            writer.push(f).unwrap();
+            writer.push(f.sender, f).unwrap();
             if i % 100 == 99 {
                 writer.tick((i as u64 / 100 + 1) * SEAL_INTERVAL_MS).unwrap();
                 sealed = i + 1;
@@ -980,8 +1137,8 @@ fn frames_out_of_order_are_refused() {
     let too_late = frames(1_000 + REORDER_WINDOW_US);
     let err = remux_segments(infallible(&[too_late]), Cursor::new(Vec::new())).unwrap_err();
     assert!(
-        matches!(err, RemuxError::OutOfOrder { track: Track::Audio, timestamp_us, after_us }
-            if timestamp_us == CLOCK_US + 500 && after_us == CLOCK_US + 1_000),
+        matches!(err, RemuxError::OutOfOrder { participant, track: Track::Audio, timestamp_us, after_us }
+            if participant == PEOPLE[0] && timestamp_us == CLOCK_US + 500 && after_us == CLOCK_US + 1_000),
         "{err}"
     );
 
@@ -1005,7 +1162,7 @@ fn frames_out_of_order_are_refused() {
 
 #[test]
 fn read_errors_and_empty_recordings_are_errors() {
-    let failing: Vec<Result<Vec<Result<Frame, io::Error>>, io::Error>> =
+    let failing: Vec<Result<Vec<Result<StoredFrame, io::Error>>, io::Error>> =
         vec![Ok(vec![Err(io::Error::other("disk on fire"))])];
     let err = remux_segments(failing, Cursor::new(Vec::new())).unwrap_err();
     assert!(
@@ -1013,7 +1170,7 @@ fn read_errors_and_empty_recordings_are_errors() {
         "{err}"
     );
 
-    let unopenable: Vec<Result<Vec<Result<Frame, io::Error>>, io::Error>> =
+    let unopenable: Vec<Result<Vec<Result<StoredFrame, io::Error>>, io::Error>> =
         vec![Err(io::Error::other("no such segment"))];
     let err = remux_segments(unopenable, Cursor::new(Vec::new())).unwrap_err();
     assert!(matches!(err, RemuxError::Read(_)), "{err}");
@@ -1034,14 +1191,38 @@ fn read_errors_and_empty_recordings_are_errors() {
 #[test]
 fn the_writer_refuses_what_it_cannot_mux() {
     let mut rng = StdRng::seed_from_u64(10);
+    let track = |who: usize, kind| TrackKey {
+        participant: ParticipantId(Uuid::from_u128(who as u128)),
+        kind,
+    };
     let mut writer = WebmWriter::new(Cursor::new(Vec::new())).unwrap();
     let err = writer
-        .push(Track::Video, 0, &vp8_interframe(&mut rng))
+        .push(track(0, Track::Video), 0, &vp8_interframe(&mut rng))
         .unwrap_err();
     assert!(matches!(err, WebmError::VideoBeforeKeyframe), "{err}");
-    writer.push(Track::Audio, 1_000, &opus(&mut rng, false)).unwrap();
+    writer
+        .push(track(0, Track::Audio), 1_000, &opus(&mut rng, false))
+        .unwrap();
+    // Each new video track must start on a keyframe, too.
+    writer
+        .push(track(1, Track::Video), 1_000, &vp8_keyframe(&mut rng, (64, 64)))
+        .unwrap();
     let err = writer
-        .push(Track::Audio, 999, &opus(&mut rng, false))
+        .push(track(2, Track::Video), 1_000, &vp8_interframe(&mut rng))
+        .unwrap_err();
+    assert!(matches!(err, WebmError::VideoBeforeKeyframe), "{err}");
+    // Room is kept for MAX_TRACKS tracks, and no more.
+    for who in 2..MAX_TRACKS {
+        writer
+            .push(track(who, Track::Audio), 1_000, &opus(&mut rng, false))
+            .unwrap();
+    }
+    let err = writer
+        .push(track(MAX_TRACKS, Track::Audio), 1_000, &opus(&mut rng, false))
+        .unwrap_err();
+    assert!(matches!(err, WebmError::TooManyTracks), "{err}");
+    let err = writer
+        .push(track(0, Track::Audio), 999, &opus(&mut rng, false))
         .unwrap_err();
     assert!(
         matches!(
@@ -1055,8 +1236,8 @@ fn the_writer_refuses_what_it_cannot_mux() {
     );
 }
 
-fn segment_spec() -> impl Strategy<Value = (u64, u64, Option<bool>, Option<VideoSpec>)> {
-    let video = (
+fn video_spec() -> impl Strategy<Value = VideoSpec> {
+    (
         prop::sample::select(vec![(320u16, 240u16), (640, 480), (1280, 720)]),
         prop::sample::select(vec![33_333u64, 66_666, 100_000]),
         0usize..5,
@@ -1071,45 +1252,247 @@ fn segment_spec() -> impl Strategy<Value = (u64, u64, Option<bool>, Option<Video
                 keyframe_every,
                 max_lag_us,
             },
-        );
+        )
+}
+
+/// A segment: the gap before it, its length, and what each of the three people sends in it.
+type SegmentChoice = (u64, u64, Vec<(Option<bool>, Option<VideoSpec>)>);
+
+fn segment_choice() -> impl Strategy<Value = SegmentChoice> {
+    let sends = (
+        prop::option::weighted(0.8, any::<bool>()),
+        prop::option::weighted(0.6, video_spec()),
+    );
     (
         0u64..3_000,
-        20u64..9_000,
-        prop::option::weighted(0.9, any::<bool>()),
-        prop::option::of(video),
+        20u64..6_000,
+        prop::collection::vec(sends, PEOPLE.len()),
     )
+}
+
+/// Per person, their spec of each segment.
+fn people_specs(choices: Vec<SegmentChoice>, people: usize) -> Vec<Vec<SegmentSpec>> {
+    let mut specs = vec![Vec::new(); people];
+    let mut start_ms = 0;
+    for (gap_ms, len_ms, sends) in choices {
+        start_ms += gap_ms;
+        for (who, (audio, video)) in sends.into_iter().take(people).enumerate() {
+            specs[who].push(SegmentSpec {
+                start_ms,
+                end_ms: start_ms + len_ms,
+                audio,
+                video,
+            });
+        }
+        start_ms += len_ms;
+    }
+    specs
+}
+
+/// Every block is in a track named for the person whose frame it is: the last payload byte of
+/// a synthetic frame is its sender's index.
+fn check_blocks_are_their_senders(parsed: &Parsed) {
+    for block in parsed.blocks() {
+        let sender = PEOPLE[usize::from(*block.payload.last().unwrap())];
+        let track = &parsed.tracks[block.track as usize - 1];
+        assert_eq!(track.number, block.track);
+        assert!(
+            track.name.starts_with(&sender.0.to_string()),
+            "{sender:?}'s frame in track {}",
+            track.name
+        );
+    }
+}
+
+fn options_for(choice: u8, people: usize) -> RemuxOptions {
+    let who = PEOPLE[usize::from(choice) % people];
+    match choice / 8 {
+        0 => RemuxOptions::default(),
+        1 => RemuxOptions::participant(who),
+        2 => RemuxOptions::video_of(who),
+        _ => RemuxOptions {
+            audio_of: Include::Only(who),
+            video_of: Include::Nobody,
+        },
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Any mix of segments, gaps, tracks switching on and off, leading interframes and storage
-    /// lag within the window round-trips.
+    /// Any mix of one to three people, segments, gaps, tracks switching on and off, leading
+    /// interframes and storage lag within the window round-trips, with every frame in its own
+    /// sender's track of its kind and nowhere else, whichever tracks are picked.
     #[test]
     fn any_recording_round_trips(
-        specs in prop::collection::vec(segment_spec(), 1..5),
+        choices in prop::collection::vec(segment_choice(), 1..5),
+        people in 1..=PEOPLE.len(),
+        option in 0u8..32,
         seed in any::<u64>(),
     ) {
-        let mut start_ms = 0;
-        let specs: Vec<_> = specs
-            .into_iter()
-            .map(|(gap_ms, len_ms, audio, video)| {
-                start_ms += gap_ms;
-                let spec = SegmentSpec { start_ms, end_ms: start_ms + len_ms, audio, video };
-                start_ms += len_ms;
-                spec
-            })
-            .collect();
-        let segments = recording(&specs, seed);
+        let options = options_for(option, people);
+        let specs = people_specs(choices, people);
+        let specs: Vec<&[SegmentSpec]> = specs.iter().map(Vec::as_slice).collect();
+        let segments = recording_of(&specs, seed);
         let mut out = Cursor::new(Vec::new());
-        match remux_segments(infallible(&segments), &mut out) {
+        match remux_segments_with(infallible(&segments), &mut out, options) {
             Ok(summary) => {
-                check(&segments, out.get_ref(), &summary);
+                let parsed = check_with(&segments, options, out.get_ref(), &summary);
+                check_blocks_are_their_senders(&parsed);
             }
             Err(RemuxError::Webm(WebmError::Empty)) => {
-                prop_assert!(expected(&segments).blocks.is_empty());
+                prop_assert!(expected(&segments, options).blocks.is_empty());
             }
             Err(e) => prop_assert!(false, "{e}"),
         }
     }
+}
+
+/// A consultation as the issue tells it: the clinician on video throughout; the patient on audio,
+/// then video, then a reconnect without their camera; an interpreter who joins on audio later.
+#[test]
+fn each_participant_gets_a_track_of_each_kind_they_sent() {
+    let patient = [
+        SegmentSpec {
+            start_ms: 0,
+            end_ms: 4_000,
+            audio: Some(false),
+            video: None,
+        },
+        SegmentSpec {
+            start_ms: 4_000,
+            end_ms: 9_000,
+            audio: Some(false),
+            video: Some(video((640, 480), 2)),
+        },
+        SegmentSpec {
+            start_ms: 10_000,
+            end_ms: 14_000,
+            audio: Some(true),
+            video: None,
+        },
+    ];
+    let clinician: Vec<_> = [(0, 4_000), (4_000, 9_000), (10_000, 14_000)]
+        .into_iter()
+        .map(|(start_ms, end_ms)| SegmentSpec {
+            start_ms,
+            end_ms,
+            audio: Some(false),
+            video: Some(video((1280, 720), 1)),
+        })
+        .collect();
+    let interpreter = [
+        silent(0, 4_000),
+        silent(4_000, 9_000),
+        SegmentSpec {
+            start_ms: 11_000,
+            end_ms: 14_000,
+            audio: Some(false),
+            video: None,
+        },
+    ];
+    let segments = recording_of(&[&patient, &clinician, &interpreter], 11);
+    let (file, summary) = remux(&segments);
+    let parsed = check(&segments, &file, &summary);
+    check_blocks_are_their_senders(&parsed);
+    let kinds = |kind| {
+        let mut whose: Vec<_> = summary
+            .tracks
+            .iter()
+            .filter(|t| t.key.kind == kind)
+            .map(|t| t.key.participant)
+            .collect();
+        whose.sort();
+        whose
+    };
+    assert_eq!(kinds(Track::Audio), PEOPLE);
+    assert_eq!(kinds(Track::Video), PEOPLE[..2]);
+    // Two leading interframes of the patient's, one of the clinician's in each segment.
+    assert_eq!(summary.dropped_video_frames, 2 + 3);
+    let patient_audio = summary.tracks.iter().find(|t| {
+        t.key
+            == TrackKey {
+                participant: PEOPLE[0],
+                kind: Track::Audio,
+            }
+    });
+    assert_eq!(
+        patient_audio.unwrap().channels,
+        Some(2),
+        "stereo after the reconnect"
+    );
+
+    // For a browser: one participant per file, lined up by their start times.
+    for who in PEOPLE {
+        let options = RemuxOptions::participant(who);
+        let mut out = Cursor::new(Vec::new());
+        let summary = remux_segments_with(infallible(&segments), &mut out, options).unwrap();
+        let parsed = check_with(&segments, options, out.get_ref(), &summary);
+        assert!(summary.tracks.iter().all(|t| t.key.participant == who));
+        check_blocks_are_their_senders(&parsed);
+    }
+    let options = RemuxOptions::video_of(PEOPLE[1]);
+    let mut out = Cursor::new(Vec::new());
+    let summary = remux_segments_with(infallible(&segments), &mut out, options).unwrap();
+    check_with(&segments, options, out.get_ref(), &summary);
+    assert_eq!(
+        summary.tracks.len(),
+        4,
+        "the clinician's video and everyone's audio"
+    );
+
+    let nothing = RemuxOptions {
+        audio_of: Include::Nobody,
+        video_of: Include::Nobody,
+    };
+    let err = remux_segments_with(infallible(&segments), Cursor::new(Vec::new()), nothing).unwrap_err();
+    assert!(matches!(err, RemuxError::Webm(WebmError::Empty)), "{err}");
+}
+
+/// Through real segment files: a wrong key, a tampered chunk and a cut-off segment each stop the
+/// remux with the reader's error, never a file with garbage in it.
+#[test]
+fn damaged_segments_stop_the_remux_with_the_readers_error() {
+    const RECORDING: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00bb);
+    let key = DataKey::generate(&mut StdRng::seed_from_u64(12));
+    let other_key = DataKey::generate(&mut StdRng::seed_from_u64(13));
+    let both = [SegmentSpec {
+        start_ms: 0,
+        end_ms: 2_000,
+        audio: Some(false),
+        video: Some(video((320, 240), 0)),
+    }];
+    let segments = recording_of(&[&both, &both], 12);
+    let header = SegmentHeader {
+        recording: RECORDING,
+        segment: 0,
+        created_at_ms: 0,
+    };
+    let mut writer = SegmentWriter::new(Vec::new(), &key, header).unwrap();
+    for f in &segments[0] {
+        writer.push(f.sender, f).unwrap();
+    }
+    let stored = writer.finish().unwrap();
+    let remux_with = |bytes: &[u8], key: &DataKey| {
+        let readers = [SegmentReader::new(bytes, key, RECORDING, 0)];
+        remux_segments(readers, Cursor::new(Vec::new()))
+    };
+    let summary = remux_with(&stored, &key).unwrap();
+    assert_eq!(summary.tracks.len(), 4);
+
+    let err = remux_with(&stored, &other_key).unwrap_err();
+    assert!(matches!(err, RemuxError::Read(SegmentError::WrongKey)), "{err}");
+    let mut tampered = stored.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x10;
+    let err = remux_with(&tampered, &key).unwrap_err();
+    assert!(
+        matches!(err, RemuxError::Read(SegmentError::Tampered { .. })),
+        "{err}"
+    );
+    let err = remux_with(&stored[..stored.len() - 1], &key).unwrap_err();
+    assert!(
+        matches!(err, RemuxError::Read(SegmentError::Truncated { .. })),
+        "{err}"
+    );
 }

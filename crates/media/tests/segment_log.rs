@@ -3,10 +3,12 @@
 use std::io::{self, Write};
 
 use bytes::Bytes;
+use confide_media::segment::MAX_SENDERS;
 use confide_media::segment::{HEADER_LEN, MAX_CHUNK_LEN, MAX_FRAME_LEN, SEAL_BYTES, SEAL_INTERVAL_MS};
+use confide_media::sfu::ParticipantId;
 use confide_media::{
-    DataKey, Frame, MasterKey, SegmentError, SegmentHeader, SegmentReader, SegmentWriter, Sink, Track,
-    WriteError,
+    DataKey, Frame, MasterKey, SegmentError, SegmentHeader, SegmentReader, SegmentWriter, Sink, StoredFrame,
+    Track, WriteError,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -30,17 +32,39 @@ fn key(seed: u64) -> DataKey {
     DataKey::generate(&mut StdRng::seed_from_u64(seed))
 }
 
-fn frame(track: Track, timestamp_us: u64, keyframe: bool, payload: Vec<u8>) -> Frame {
-    Frame {
-        track,
-        timestamp_us,
-        keyframe,
-        payload: Bytes::from(payload),
+/// The people of a call: the patient, the clinician and an interpreter.
+const PEOPLE: [ParticipantId; 3] = [
+    ParticipantId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0a01)),
+    ParticipantId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0a02)),
+    ParticipantId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0a03)),
+];
+
+/// A frame the patient sent.
+fn frame(track: Track, timestamp_us: u64, keyframe: bool, payload: Vec<u8>) -> StoredFrame {
+    frame_from(PEOPLE[0], track, timestamp_us, keyframe, payload)
+}
+
+fn frame_from(
+    sender: ParticipantId,
+    track: Track,
+    timestamp_us: u64,
+    keyframe: bool,
+    payload: Vec<u8>,
+) -> StoredFrame {
+    StoredFrame {
+        sender,
+        frame: Frame {
+            track,
+            timestamp_us,
+            keyframe,
+            payload: Bytes::from(payload),
+        },
     }
 }
 
-/// Frames as a call alternating 20 ms Opus packets with VP8 frames, payload bytes from `seed`.
-fn call_frames(count: usize, seed: u64) -> Vec<Frame> {
+/// Frames as a call alternating 20 ms Opus packets with VP8 frames, each from one of the
+/// people, payload bytes and senders from `seed`.
+fn call_frames(count: usize, seed: u64) -> Vec<StoredFrame> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..count)
         .map(|i| {
@@ -52,24 +76,25 @@ fn call_frames(count: usize, seed: u64) -> Vec<Frame> {
             };
             let payload = (0..len).map(|_| rng.random()).collect();
             let track = if video { Track::Video } else { Track::Audio };
-            frame(track, i as u64 * 20_000, video && i % 30 == 2, payload)
+            let sender = PEOPLE[rng.random_range(0..PEOPLE.len())];
+            frame_from(sender, track, i as u64 * 20_000, video && i % 30 == 2, payload)
         })
         .collect()
 }
 
 /// Writes `groups` as one segment, one chunk per group: every group but the last is sealed by
 /// a tick, the last by `finish`.
-fn write_groups(key: &DataKey, segment: u32, groups: &[Vec<Frame>]) -> Vec<u8> {
+fn write_groups(key: &DataKey, segment: u32, groups: &[Vec<StoredFrame>]) -> Vec<u8> {
     let mut writer = SegmentWriter::new(Vec::new(), key, header(segment)).unwrap();
     let (last, sealed) = groups.split_last().unwrap();
     for (i, group) in sealed.iter().enumerate() {
         for f in group {
-            writer.push(f).unwrap();
+            writer.push(f.sender, f).unwrap();
         }
         writer.tick(START_MS + (i as u64 + 1) * SEAL_INTERVAL_MS).unwrap();
     }
     for f in last {
-        writer.push(f).unwrap();
+        writer.push(f.sender, f).unwrap();
     }
     writer.finish().unwrap()
 }
@@ -95,7 +120,7 @@ fn read_all(
     key: &DataKey,
     recording: Uuid,
     segment: u32,
-) -> (Vec<Frame>, Option<SegmentError>) {
+) -> (Vec<StoredFrame>, Option<SegmentError>) {
     let mut reader = match SegmentReader::new(bytes, key, recording, segment) {
         Ok(reader) => reader,
         Err(e) => return (Vec::new(), Some(e)),
@@ -114,7 +139,7 @@ fn read_all(
 }
 
 /// A segment with several small chunks, for exhaustive cut and flip checks.
-fn small_groups() -> Vec<Vec<Frame>> {
+fn small_groups() -> Vec<Vec<StoredFrame>> {
     let frames = call_frames(14, 5);
     vec![
         frames[..3].to_vec(),
@@ -127,7 +152,7 @@ fn small_groups() -> Vec<Vec<Frame>> {
 
 /// What a reader must yield when `bytes` were cut to `cut` bytes: the frames of every whole
 /// chunk before the cut, then `Truncated`.
-fn check_cut(groups: &[Vec<Frame>], bytes: &[u8], cut: usize) {
+fn check_cut(groups: &[Vec<StoredFrame>], bytes: &[u8], cut: usize) {
     let key = key(1);
     let (frames, err) = read_all(&bytes[..cut], &key, RECORDING, 4);
     if cut == bytes.len() {
@@ -145,7 +170,7 @@ fn check_cut(groups: &[Vec<Frame>], bytes: &[u8], cut: usize) {
 
 /// What a reader must yield when the byte at `at` was xor-ed with `mask` (non-zero): the
 /// frames of the chunks before the damaged one, then an error naming the damage.
-fn check_flip(groups: &[Vec<Frame>], bytes: &[u8], at: usize, mask: u8) {
+fn check_flip(groups: &[Vec<StoredFrame>], bytes: &[u8], at: usize, mask: u8) {
     let key = key(1);
     let mut damaged = bytes.to_vec();
     damaged[at] ^= mask;
@@ -195,7 +220,7 @@ fn many_frames_of_both_tracks_round_trip() {
 
     let mut writer = SegmentWriter::new(Vec::new(), &key, header(7)).unwrap();
     for (i, f) in frames.iter().enumerate() {
-        writer.push(f).unwrap();
+        writer.push(f.sender, f).unwrap();
         writer.tick(START_MS + i as u64 * 20).unwrap();
     }
     let bytes = writer.finish().unwrap();
@@ -203,7 +228,7 @@ fn many_frames_of_both_tracks_round_trip() {
 
     let reader = SegmentReader::new(&bytes[..], &key, RECORDING, 7).unwrap();
     assert_eq!(*reader.header(), header(7));
-    let read: Vec<Frame> = reader.collect::<Result<_, _>>().unwrap();
+    let read: Vec<StoredFrame> = reader.collect::<Result<_, _>>().unwrap();
     assert_eq!(read, frames);
 }
 
@@ -241,20 +266,21 @@ fn flipping_the_low_or_high_bit_of_any_byte_is_detected() {
     }
 }
 
-fn any_frame() -> impl Strategy<Value = Frame> {
+fn any_frame() -> impl Strategy<Value = StoredFrame> {
     (
+        prop::sample::select(&PEOPLE[..]),
         any::<bool>(),
         any::<u64>(),
         any::<bool>(),
         prop::collection::vec(any::<u8>(), 0..300),
     )
-        .prop_map(|(video, ts, keyframe, payload)| {
+        .prop_map(|(sender, video, ts, keyframe, payload)| {
             let track = if video { Track::Video } else { Track::Audio };
-            frame(track, ts, keyframe, payload)
+            frame_from(sender, track, ts, keyframe, payload)
         })
 }
 
-fn any_groups() -> impl Strategy<Value = Vec<Vec<Frame>>> {
+fn any_groups() -> impl Strategy<Value = Vec<Vec<StoredFrame>>> {
     prop::collection::vec(prop::collection::vec(any_frame(), 1..6), 1..6)
 }
 
@@ -452,8 +478,13 @@ fn other_files_are_not_segments() {
     let key = key(1);
     let (_, err) = read_all(b"OggS\0\x02 this is an Opus file", &key, RECORDING, 0);
     assert!(matches!(err, Some(SegmentError::NotASegment)));
+    // A segment of version 1, whose frames did not name their senders, is not read as one.
+    let mut version_1 = write_groups(&key, 0, &small_groups());
+    version_1[..8].copy_from_slice(b"CFDSEG01");
+    let (_, err) = read_all(&version_1, &key, RECORDING, 0);
+    assert!(matches!(err, Some(SegmentError::NotASegment)), "{err:?}");
     // An empty or half-written header is what a crash right after creating the file leaves.
-    for partial in [&b""[..], b"CFD", b"CFDSEG01\x01\x90"] {
+    for partial in [&b""[..], b"CFD", b"CFDSEG02\x01\x90"] {
         let (_, err) = read_all(partial, &key, RECORDING, 0);
         assert!(
             matches!(err, Some(SegmentError::Truncated { intact_chunks: 0 })),
@@ -472,11 +503,11 @@ fn sealed_frames_are_readable_from_the_file_while_the_writer_is_open() {
 
     // Two seconds of a call, ticking every 20 ms as frames arrive.
     for (i, f) in frames[..100].iter().enumerate() {
-        writer.push(f).unwrap();
+        writer.push(f.sender, f).unwrap();
         writer.tick(START_MS + i as u64 * 20).unwrap();
     }
-    // Sealed at 900 ms and 1800 ms: frames 0..=45 and 46..=90. The rest waits in memory, as a
-    // `kill -9` now would lose it.
+    // Sealed at 500, 1000 and 1500 ms: frames 0..=25, 26..=50 and 51..=75. The rest waits in
+    // memory, as a `kill -9` now would lose it. Sealed chunks are already in the file.
     let read_now = || {
         let mut frames = Vec::new();
         let reader = SegmentReader::open(&path, &key, RECORDING, 0).unwrap();
@@ -489,11 +520,11 @@ fn sealed_frames_are_readable_from_the_file_while_the_writer_is_open() {
         (frames, None)
     };
     let (read, err) = read_now();
-    assert_eq!(read, frames[..91]);
-    assert!(matches!(err, Some(SegmentError::Truncated { intact_chunks: 2 })));
+    assert_eq!(read, frames[..76]);
+    assert!(matches!(err, Some(SegmentError::Truncated { intact_chunks: 3 })));
 
     for f in &frames[100..] {
-        writer.push(f).unwrap();
+        writer.push(f.sender, f).unwrap();
     }
     writer.finish().unwrap();
     let (read, err) = read_now();
@@ -525,11 +556,13 @@ fn a_chunk_is_sealed_by_size_without_any_tick() {
     let big = frame(Track::Video, 0, true, vec![1; 1000]);
     let sink = SharedSink::default();
     let mut writer = SegmentWriter::new(sink.clone(), &key, header(0)).unwrap();
-    // Each frame takes 1000 bytes plus a 14-byte record head.
-    let per_chunk = SEAL_BYTES.div_ceil(1014);
+    // Each frame takes 1000 bytes plus a 15-byte record head; the first also names its sender
+    // in 18 bytes.
+    let per_chunk = (SEAL_BYTES - 18).div_ceil(1015);
     for _ in 0..per_chunk + 3 {
-        writer.push(&big).unwrap();
+        writer.push(big.sender, &big).unwrap();
     }
+    writer.flush().unwrap();
     let (read, err) = read_all(&sink.bytes(), &key, RECORDING, 0);
     assert_eq!(read.len(), per_chunk);
     assert!(matches!(err, Some(SegmentError::Truncated { intact_chunks: 1 })));
@@ -541,19 +574,23 @@ fn ticks_seal_only_once_the_interval_has_passed() {
     let frames = call_frames(4, 3);
     let sink = SharedSink::default();
     let mut writer = SegmentWriter::new(sink.clone(), &key, header(0)).unwrap();
-    writer.push(&frames[0]).unwrap();
+    writer.push(frames[0].sender, &frames[0]).unwrap();
     writer.tick(START_MS + SEAL_INTERVAL_MS - 1).unwrap();
+    writer.flush().unwrap();
     assert_eq!(sink.bytes().len(), HEADER_LEN, "sealed too early");
     writer.tick(START_MS + SEAL_INTERVAL_MS).unwrap();
+    writer.flush().unwrap();
     let (read, err) = read_all(&sink.bytes(), &key, RECORDING, 0);
     assert_eq!(read, frames[..1]);
     assert!(matches!(err, Some(SegmentError::Truncated { intact_chunks: 1 })));
     // An empty buffer seals nothing, however late.
     writer.tick(START_MS + 10 * SEAL_INTERVAL_MS).unwrap();
+    writer.flush().unwrap();
     assert_eq!(chunk_ends(&sink.bytes()).len(), 1);
     // A clock that went back a long way seals rather than waiting for it to catch up.
-    writer.push(&frames[1]).unwrap();
+    writer.push(frames[1].sender, &frames[1]).unwrap();
     writer.tick(START_MS - 60_000).unwrap();
+    writer.flush().unwrap();
     assert_eq!(chunk_ends(&sink.bytes()).len(), 2);
 }
 
@@ -563,14 +600,19 @@ fn a_failed_write_stops_the_writer_and_leaves_a_readable_prefix() {
     let frames = call_frames(10, 4);
     let sink = SharedSink::default();
     let mut writer = SegmentWriter::new(sink.clone(), &key, header(0)).unwrap();
-    writer.push(&frames[0]).unwrap();
+    writer.push(frames[0].sender, &frames[0]).unwrap();
     writer.tick(START_MS + SEAL_INTERVAL_MS).unwrap();
-    // The disk fills up part-way through the next chunk.
+    writer.flush().unwrap();
+    // The disk fills up part-way through the next chunk, which is written as it is sealed.
     sink.fail_after(5);
-    writer.push(&frames[1]).unwrap();
+    writer.push(frames[1].sender, &frames[1]).unwrap();
     let err = writer.tick(START_MS + 2 * SEAL_INTERVAL_MS).unwrap_err();
     assert!(matches!(err, WriteError::Io(_)), "{err}");
-    assert!(matches!(writer.push(&frames[2]), Err(WriteError::Failed)));
+    assert!(matches!(writer.flush(), Err(WriteError::Failed)));
+    assert!(matches!(
+        writer.push(frames[2].sender, &frames[2]),
+        Err(WriteError::Failed)
+    ));
     assert!(matches!(writer.tick(START_MS + 9_000), Err(WriteError::Failed)));
     assert!(matches!(writer.finish(), Err(WriteError::Failed)));
 
@@ -585,13 +627,13 @@ fn an_oversized_frame_is_refused_and_the_writer_goes_on() {
     let mut writer = SegmentWriter::new(Vec::new(), &key, header(0)).unwrap();
     let huge = frame(Track::Video, 0, true, vec![0; MAX_FRAME_LEN + 1]);
     assert!(matches!(
-        writer.push(&huge),
+        writer.push(huge.sender, &huge),
         Err(WriteError::FrameTooLarge { len }) if len == MAX_FRAME_LEN + 1
     ));
     // The largest allowed frame fits a chunk by a compile-time check; writing one here would
     // only make the test slow.
     let next = frame(Track::Audio, 1, false, vec![3; 100]);
-    writer.push(&next).unwrap();
+    writer.push(next.sender, &next).unwrap();
     let bytes = writer.finish().unwrap();
     let (read, err) = read_all(&bytes, &key, RECORDING, 0);
     assert_eq!(read, [next]);
@@ -600,7 +642,7 @@ fn an_oversized_frame_is_refused_and_the_writer_goes_on() {
 
 /// A sink the test can look into while the writer holds it, and make fail.
 #[derive(Clone, Default)]
-struct SharedSink(std::rc::Rc<std::cell::RefCell<SharedInner>>);
+struct SharedSink(std::sync::Arc<std::sync::Mutex<SharedInner>>);
 
 #[derive(Default)]
 struct SharedInner {
@@ -611,17 +653,17 @@ struct SharedInner {
 
 impl SharedSink {
     fn bytes(&self) -> Vec<u8> {
-        self.0.borrow().bytes.clone()
+        self.0.lock().unwrap().bytes.clone()
     }
 
     fn fail_after(&self, bytes: usize) {
-        self.0.borrow_mut().budget = Some(bytes);
+        self.0.lock().unwrap().budget = Some(bytes);
     }
 }
 
 impl Write for SharedSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut inner = self.0.borrow_mut();
+        let mut inner = self.0.lock().unwrap();
         let n = match inner.budget {
             Some(0) => return Err(io::Error::other("disk full")),
             Some(budget) => budget.min(buf.len()),
@@ -643,4 +685,117 @@ impl Sink for SharedSink {
     fn sync(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Every sender comes back with their own frames, in a segment that names the most senders it can;
+/// one more is refused without harm to the segment.
+#[test]
+fn each_frame_comes_back_with_its_sender_and_senders_are_bounded() {
+    let key = key(1);
+    let frames: Vec<_> = (0..MAX_SENDERS as u128 * 2)
+        .map(|i| {
+            let sender = ParticipantId(Uuid::from_u128(0xbeef_0000 + i % MAX_SENDERS as u128));
+            frame_from(sender, Track::Audio, i as u64, false, i.to_be_bytes().to_vec())
+        })
+        .collect();
+    let mut writer = SegmentWriter::new(Vec::new(), &key, header(0)).unwrap();
+    for f in &frames {
+        writer.push(f.sender, f).unwrap();
+    }
+    let stranger = frame_from(PEOPLE[2], Track::Video, 9, true, vec![9]);
+    assert!(matches!(
+        writer.push(stranger.sender, &stranger),
+        Err(WriteError::TooManySenders)
+    ));
+    let bytes = writer.finish().unwrap();
+    let (read, err) = read_all(&bytes, &key, RECORDING, 0);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(read, frames);
+}
+
+/// A sink whose power-loss sync runs in the background and takes as long as the test wants, or
+/// fails: like a disk busy with other work.
+#[derive(Clone, Default)]
+struct SlowSyncSink {
+    inner: SharedSink,
+    released: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fail: bool,
+}
+
+impl Write for SlowSyncSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for SlowSyncSink {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn background_sync(&self) -> io::Result<Option<confide_media::segment::BackgroundSync>> {
+        let released = self.released.clone();
+        let fail = self.fail;
+        Ok(Some(confide_media::segment::BackgroundSync::new(move || {
+            while !released.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if fail {
+                Err(io::Error::other("sync failed"))
+            } else {
+                Ok(())
+            }
+        })))
+    }
+}
+
+/// A kill loses only what was not yet sealed: a sync that hangs does not hold back the next
+/// chunks from being written.
+#[test]
+fn a_slow_sync_never_delays_writing_sealed_chunks() {
+    let key = key(1);
+    let frames = call_frames(10, 4);
+    let sink = SlowSyncSink::default();
+    let mut writer = SegmentWriter::new(sink.clone(), &key, header(0)).unwrap();
+    for (i, frame) in frames.iter().take(3).enumerate() {
+        writer.push(frame.sender, frame).unwrap();
+        writer.tick(START_MS + (i as u64 + 1) * SEAL_INTERVAL_MS).unwrap();
+    }
+    assert_eq!(chunk_ends(&sink.inner.bytes()).len(), 3);
+    let (read, err) = read_all(&sink.inner.bytes(), &key, RECORDING, 0);
+    assert_eq!(read, frames[..3]);
+    assert!(matches!(err, Some(SegmentError::Truncated { intact_chunks: 3 })));
+    sink.released.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.finish().unwrap();
+}
+
+/// A background sync that fails stops the writer at its next call.
+#[test]
+fn a_failed_background_sync_stops_the_writer() {
+    let key = key(1);
+    let frames = call_frames(10, 4);
+    let sink = SlowSyncSink {
+        fail: true,
+        ..SlowSyncSink::default()
+    };
+    sink.released.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut writer = SegmentWriter::new(sink.clone(), &key, header(0)).unwrap();
+    writer.push(frames[0].sender, &frames[0]).unwrap();
+    writer.tick(START_MS + SEAL_INTERVAL_MS).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let err = loop {
+        match writer.push(frames[1].sender, &frames[1]) {
+            Err(err) => break err,
+            Ok(()) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Ok(()) => panic!("the failed sync was never reported"),
+        }
+    };
+    assert!(matches!(err, WriteError::Io(_)), "{err}");
+    assert!(matches!(writer.finish(), Err(WriteError::Failed)));
 }

@@ -547,6 +547,11 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
     world.assert_no_leaks();
     world.assert_recorder_tags(&senders);
     assert_eq!(world.sfu.recorder_dropped(), 0);
+    let stats = world.sfu.stats();
+    assert!(
+        stats.datagrams_received > 0 && stats.datagrams_sent > 0 && stats.bytes_sent > stats.datagrams_sent,
+        "the socket's traffic is counted: {stats:?}"
+    );
 }
 
 /// Signaling mistakes are refused without touching the rooms, in the sans-IO core.

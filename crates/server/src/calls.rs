@@ -9,17 +9,18 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use confide_domain::consultation::{ConsultationMode, SegmentReason};
+use confide_domain::Timestamp;
+use confide_domain::consultation::{ConsentDecision, ConsultationMode, SegmentReason};
 use confide_domain::ids::ConsultationId;
 use confide_domain::policy::Grant;
-use confide_domain::policy::actions::JoinConsultation;
+use confide_domain::policy::actions::{JoinConsultation, RecordConsent};
 use confide_domain::scheduling::AppointmentStatus;
 use confide_domain::{RecordingId, UserId};
 use confide_media::sfu::driver::{DriverError, SfuHandle};
 use confide_media::sfu::recorder::{Recorder, RecorderError, now_ms};
 use confide_media::sfu::{Participant, ParticipantId, Role, RoomId, SfuError};
 use confide_media::{DataKey, KeyError, MasterKey, SegmentHeader, SegmentReader, WrappedKey};
-use confide_store::{CallFacts, Store, StoreError};
+use confide_store::{CallFacts, ConsentEntry, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -72,6 +73,8 @@ struct Inner {
     master: MasterKey,
     /// One lock per consultation, so that one call's signaling steps happen one at a time.
     rooms: Mutex<HashMap<ConsultationId, Arc<tokio::sync::Mutex<Room>>>>,
+    /// Told when a call has ended and its segments are finished, so its recording is remuxed at once.
+    ended: tokio::sync::Notify,
 }
 
 /// A room as this process knows it.
@@ -108,12 +111,18 @@ impl Calls {
                 recorder,
                 master,
                 rooms: Mutex::new(HashMap::new()),
+                ended: tokio::sync::Notify::new(),
             }),
         }
     }
 
     pub fn sfu(&self) -> &SfuHandle {
         &self.inner.sfu
+    }
+
+    /// Notified each time a call ends with its segments finished.
+    pub fn ended(&self) -> &tokio::sync::Notify {
+        &self.inner.ended
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<ConsultationId, Arc<tokio::sync::Mutex<Room>>>> {
@@ -171,6 +180,13 @@ impl Calls {
         };
         let reconnect = !room.joined.insert(user);
         room.present.insert(user);
+        // The recorder forgets a room's consent when its segment finishes (the room emptied, or the
+        // server restarted), so each join tells it again what the store holds.
+        if let Err(e) = self.apply_consents(store, grant, room_id).await {
+            sfu.leave(room_id, who.id).await?;
+            room.present.remove(&user);
+            return Err(e);
+        }
         if !reconnect && room.recording.is_some() {
             return Ok(Answer { sdp });
         }
@@ -204,6 +220,66 @@ impl Calls {
             return Err(e);
         }
         Ok(Answer { sdp })
+    }
+
+    /// Tells the recorder each participant's consent as it stands in the store; nobody whose consent
+    /// is not on record as given is recorded.
+    async fn apply_consents(
+        &self,
+        store: &Store,
+        grant: &Grant<JoinConsultation>,
+        room_id: RoomId,
+    ) -> Result<(), CallError> {
+        let mut current: HashMap<UserId, ConsentDecision> = HashMap::new();
+        for entry in store.consent_log(grant).await? {
+            current.insert(entry.participant, entry.decision);
+        }
+        for (user, decision) in current {
+            self.inner
+                .recorder
+                .set_consent(
+                    room_id,
+                    ParticipantId(user.as_uuid()),
+                    decision == ConsentDecision::Given,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the grant's principal's consent decision and tells the recorder, under the room's lock so
+    /// that a join in between can't pass on the decision before. A withdrawal reaches the recorder
+    /// before the store, so that no frame is recorded after it even if storing it fails; consent given
+    /// reaches the recorder only once it is stored. Returns the entry when the decision changed.
+    pub async fn record_consent(
+        &self,
+        store: &Store,
+        grant: &Grant<RecordConsent>,
+        decision: ConsentDecision,
+        at: Timestamp,
+    ) -> Result<Option<ConsentEntry>, CallError> {
+        let consultation = grant.consultation().id;
+        let lock = self.room(consultation, true).expect("created when missing");
+        let room = lock.lock().await;
+        if room.closed {
+            return Err(CallError::Ended);
+        }
+        let room_id = RoomId(consultation.as_uuid());
+        let participant = ParticipantId(grant.principal().user.as_uuid());
+        if decision == ConsentDecision::Withdrawn {
+            self.inner
+                .recorder
+                .set_consent(room_id, participant, false)
+                .await?;
+        }
+        let entry = store.record_consent(grant, decision, at).await?;
+        if decision == ConsentDecision::Given && room.open {
+            self.inner
+                .recorder
+                .set_consent(room_id, participant, true)
+                .await?;
+        }
+        Ok(entry)
     }
 
     /// Sends the room's frames to segment `index` of the recording from now on.
@@ -338,6 +414,7 @@ impl Calls {
         let room_id = RoomId(consultation.as_uuid());
         self.inner.sfu.close_room(room_id).await?;
         self.inner.recorder.finish(room_id).await?;
+        self.inner.ended.notify_one();
         Ok(())
     }
 

@@ -26,6 +26,44 @@ pub struct ServerConfig {
     /// The address browsers are told to send call media to, when it is not `media_udp` (bound to
     /// 0.0.0.0, or behind NAT).
     pub media_public: Option<SocketAddr>,
+    /// Where recordings' encrypted playback copies are kept.
+    pub blob_store: BlobStoreConfig,
+    /// Whether recordings may be played back at all; each practice can also turn it off for its own.
+    /// Calls and recording go on either way.
+    pub replay_enabled: bool,
+}
+
+/// Object storage for recordings' playback copies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobStoreConfig {
+    /// A directory on the local disk; `None` means `data_dir/blobs`.
+    Local {
+        dir: Option<PathBuf>,
+    },
+    S3(S3Config),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// For S3-compatible services; AWS's own when `None`.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Taken from the environment (AWS_*) or instance metadata when not given.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for S3Config {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +98,8 @@ impl ServerConfig {
             job_poll: Duration::from_secs(5),
             media_udp: (Ipv4Addr::LOCALHOST, 0).into(),
             media_public: None,
+            blob_store: BlobStoreConfig::Local { dir: None },
+            replay_enabled: true,
         }
     }
 

@@ -34,6 +34,13 @@ pub enum ApiError {
     InvalidState(String),
     #[error("{message}")]
     TooManyRequests { message: String },
+    /// Replay of recordings is turned off, for the practice or everywhere; only someone who could
+    /// otherwise play the recording is told so.
+    #[error("playing recordings back is turned off")]
+    ReplayDisabled,
+    /// The recording has no playback copy (yet): still being made, failed, or erased.
+    #[error("the recording cannot be played: it is {0}")]
+    RecordingNotPlayable(&'static str),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("send the body as application/json")]
@@ -85,9 +92,11 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) | ApiError::SlotTaken { .. } | ApiError::InvalidState(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Conflict(_)
+            | ApiError::SlotTaken { .. }
+            | ApiError::InvalidState(_)
+            | ApiError::ReplayDisabled
+            | ApiError::RecordingNotPlayable(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -109,6 +118,8 @@ impl ApiError {
             ApiError::Conflict(Conflict::PastCutoff) => "past_cutoff",
             ApiError::Conflict(Conflict::CheckInNotOpen) => "check_in_not_open",
             ApiError::InvalidState(_) => "invalid_state",
+            ApiError::ReplayDisabled => "replay_disabled",
+            ApiError::RecordingNotPlayable(_) => "recording_not_playable",
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",

@@ -12,6 +12,7 @@ pub mod gate;
 pub mod mail;
 mod middleware;
 mod pages;
+pub mod recordings;
 mod reminders;
 
 use std::future::Future;
@@ -53,6 +54,12 @@ pub struct AppState {
     pub status_changes: tokio::sync::broadcast::Sender<api::appointments::StatusChange>,
     /// The video calls: the SFU and the recorder.
     pub calls: calls::Calls,
+    /// Chat messages as they are kept, for the consultations' live chat streams.
+    pub chat: tokio::sync::broadcast::Sender<api::consultation_records::ChatPosted>,
+    /// Recordings after the call: playback copies, tickets, retention.
+    pub recordings: recordings::Recordings,
+    /// The symptom checker's knowledge base and the key that seals anonymous conversations.
+    pub triage: Arc<api::triage::Triage>,
     /// Wakes the job runner when a request has queued an email.
     jobs_wake: Arc<tokio::sync::Notify>,
     metrics: PrometheusHandle,
@@ -68,6 +75,15 @@ impl AppState {
     pub async fn run_due_jobs(&self) -> Result<usize, confide_store::StoreError> {
         reminders::run_due(self).await
     }
+
+    /// Makes every playback copy that is due and erases every recording past its practice's retention,
+    /// by the app's clock, now: for tests and the operator. Returns (copies made, recordings erased).
+    pub async fn run_recording_jobs(&self) -> Result<(usize, usize), recordings::RecordingError> {
+        let now_ms = self.clock.now_ms();
+        let made = self.recordings.run_due(&self.store, now_ms).await?;
+        let erased = self.recordings.expire_due(&self.store, now_ms).await?;
+        Ok((made, erased))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +98,10 @@ pub enum StartError {
     Media(#[from] confide_media::sfu::driver::DriverError),
     #[error("recorder: {0}")]
     Recorder(std::io::Error),
+    #[error("recording storage: {0}")]
+    Blobs(String),
+    #[error("symptom checker: {0}")]
+    Triage(String),
     #[error("mail: {0}")]
     Mail(#[from] mail::MailError),
     #[error("listen on {addr}: {source}")]
@@ -169,6 +189,14 @@ impl Confide {
             path: master_key_path.display().to_string(),
             message: e.to_string(),
         })?;
+        let playback_master =
+            confide_media::MasterKey::load(&master_key_path).map_err(|e| StartError::MasterKey {
+                path: master_key_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let objects =
+            recordings::object_store(&config.blob_store, &config.data_dir).map_err(StartError::Blobs)?;
+        let triage = api::triage::Triage::open(&master_key_path).map_err(StartError::Triage)?;
         let store = Store::open(&config.database_url(), confide_store::Role::App).await?;
         let mailer = Mailer::from_config(&config)?;
         let (sfu, frames) = confide_media::sfu::driver::start(confide_media::sfu::driver::DriverConfig {
@@ -178,6 +206,7 @@ impl Confide {
         .await?;
         let recorder = confide_media::sfu::recorder::Recorder::start(config.recordings_dir(), frames)
             .map_err(StartError::Recorder)?;
+        let segments_dir = config.recordings_dir();
         let state = AppState {
             store,
             config: Arc::new(config),
@@ -186,6 +215,9 @@ impl Confide {
             throttle: Arc::new(auth::Throttle::new()),
             status_changes: tokio::sync::broadcast::channel(256).0,
             calls: calls::Calls::new(sfu, recorder, master),
+            chat: tokio::sync::broadcast::channel(256).0,
+            recordings: recordings::Recordings::new(objects, playback_master, segments_dir),
+            triage: Arc::new(triage),
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
             metrics: metrics_handle(),
         };
@@ -259,10 +291,12 @@ impl Confide {
     ) -> std::io::Result<()> {
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
-        let jobs = tokio::spawn(reminders::run(self.state.clone(), jobs_stopped));
+        let jobs = tokio::spawn(reminders::run(self.state.clone(), jobs_stopped.clone()));
+        let recording_jobs = tokio::spawn(recordings::run(self.state.clone(), jobs_stopped));
         let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_jobs.send(true);
         let _ = jobs.await;
+        let _ = recording_jobs.await;
         self.state.calls.shutdown().await;
         self.state.store.close().await;
         result

@@ -2,6 +2,9 @@
 // controls. The SFU is on the server's own address, so no ICE servers are used; the offer is sent once
 // its candidates are gathered, as the SFU takes no trickled ones. Switching between audio only and video
 // is a new offer on the same connection; a connection that fails joins again, as a reconnect.
+// Before joining, the viewer answers whether they may be recorded; the answer goes with the join, and
+// they can change it during the call. The chat is kept in the consultation's record: sent by POST, and
+// received (everyone's, including one's own) from the server's event stream.
 // The pages' Content-Security-Policy allows no inline script, so this is a file of its own.
 (function () {
   "use strict";
@@ -10,7 +13,10 @@
   if (!root || !window.RTCPeerConnection || !navigator.mediaDevices) {
     return;
   }
-  var base = "/api/v1/appointments/" + encodeURIComponent(root.getAttribute("data-appointment")) + "/call";
+  var appointment = "/api/v1/appointments/" + encodeURIComponent(root.getAttribute("data-appointment"));
+  var base = appointment + "/call";
+  var me = root.getAttribute("data-me");
+  var otherName = root.getAttribute("data-with");
   var mode = root.getAttribute("data-mode") === "audio_only" ? "audio_only" : "video";
   var status = document.getElementById("call-status");
   var remoteVideo = document.getElementById("remote-video");
@@ -19,8 +25,21 @@
     mute: document.getElementById("call-mute"),
     camera: document.getElementById("call-camera"),
     mode: document.getElementById("call-mode"),
-    hangUp: document.getElementById("call-hang-up")
+    hangUp: document.getElementById("call-hang-up"),
+    consent: document.getElementById("call-consent"),
+    joinRecorded: document.getElementById("call-join-recorded"),
+    joinUnrecorded: document.getElementById("call-join-unrecorded")
   };
+  var ask = document.getElementById("call-consent-ask");
+  var recordingStatus = document.getElementById("call-recording");
+  var chat = {
+    list: document.getElementById("chat-messages"),
+    form: document.getElementById("chat-form"),
+    body: document.getElementById("chat-body"),
+    error: document.getElementById("chat-error")
+  };
+  var consent = null; // "given" or "withdrawn" once answered
+  var lastMessage = 0;
   var pc = null;
   var local = new MediaStream();
   var video = null; // the video transceiver while the call has video
@@ -70,7 +89,9 @@
     return connection.createOffer()
       .then(function (offer) { return connection.setLocalDescription(offer); })
       .then(function () { return iceGathered(connection); })
-      .then(function () { return post(path, { sdp: connection.localDescription.sdp, mode: mode }); })
+      .then(function () {
+        return post(path, { sdp: connection.localDescription.sdp, mode: mode, consent: consent });
+      })
       .then(function (answer) { return connection.setRemoteDescription({ type: "answer", sdp: answer.sdp }); });
   }
 
@@ -127,7 +148,85 @@
     buttons.mode.disabled = !on;
     buttons.camera.disabled = !on || mode !== "video";
     buttons.mode.textContent = mode === "video" ? "Switch to audio only" : "Switch to video";
+    buttons.consent.disabled = !on;
+    showConsent();
   }
+
+  function showConsent() {
+    buttons.consent.textContent = consent === "given" ? "Stop recording me" : "Allow recording me";
+    recordingStatus.textContent = consent === "given"
+      ? "You are being recorded."
+      : "You are not being recorded.";
+  }
+
+  buttons.consent.addEventListener("click", function () {
+    var wanted = consent === "given" ? "withdrawn" : "given";
+    buttons.consent.disabled = true;
+    post(base + "/consent", { decision: wanted }).then(function (answer) {
+      consent = answer.decision;
+    }, function (error) {
+      recordingStatus.textContent = "Your choice could not be saved: " + error.message;
+    }).then(function () {
+      buttons.consent.disabled = ended;
+      if (!ended) {
+        showConsent();
+      }
+    });
+  });
+
+  function showMessage(message) {
+    if (message.seq <= lastMessage) {
+      return;
+    }
+    lastMessage = message.seq;
+    var item = document.createElement("li");
+    var who = document.createElement("strong");
+    who.textContent = message.sender_id === me ? "You" : otherName;
+    var time = document.createElement("time");
+    time.dateTime = message.sent_at;
+    time.textContent = new Date(message.sent_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    var text = document.createElement("p");
+    text.textContent = message.body;
+    item.appendChild(who);
+    item.appendChild(document.createTextNode(" "));
+    item.appendChild(time);
+    item.appendChild(text);
+    chat.list.appendChild(item);
+    item.scrollIntoView({ block: "nearest" });
+  }
+
+  function listen() {
+    if (!window.EventSource) {
+      return;
+    }
+    var source = new EventSource(appointment + "/messages/events?after=" + lastMessage);
+    source.addEventListener("message", function (event) {
+      showMessage(JSON.parse(event.data));
+    });
+    source.addEventListener("error", function () {
+      // A reconnect asks again from the last message shown, not from where this stream began.
+      source.close();
+      if (!ended) {
+        window.setTimeout(listen, 3000);
+      }
+    });
+  }
+
+  chat.form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var body = chat.body.value;
+    if (!body.trim()) {
+      return;
+    }
+    chat.error.hidden = true;
+    post(appointment + "/messages", { body: body }).then(function (message) {
+      chat.body.value = "";
+      showMessage(message);
+    }, function (error) {
+      chat.error.textContent = error.message;
+      chat.error.hidden = false;
+    });
+  });
 
   function toggle(button, tracks, onText, offText) {
     var off = button.getAttribute("aria-pressed") !== "true";
@@ -206,11 +305,23 @@
     return pc ? pc.getStats() : Promise.resolve(new Map());
   };
 
+  function answer(decision) {
+    consent = decision;
+    ask.hidden = true;
+    say("Connecting…");
+    join();
+  }
+
+  buttons.joinRecorded.addEventListener("click", function () { answer("given"); });
+  buttons.joinUnrecorded.addEventListener("click", function () { answer("withdrawn"); });
+  listen();
+
   navigator.mediaDevices.getUserMedia({ audio: true, video: mode === "video" }).then(function (stream) {
     stream.getTracks().forEach(function (track) { local.addTrack(track); });
     localVideo.srcObject = local;
-    say("Connecting…");
-    return join();
+    say("Choose whether you may be recorded to join the call.");
+    buttons.joinRecorded.disabled = false;
+    buttons.joinUnrecorded.disabled = false;
   }, function (error) {
     say("Your camera or microphone could not be used: " + error.message);
   });

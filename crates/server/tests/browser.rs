@@ -6,7 +6,7 @@
 mod chromium;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use confide_domain::identity::{Email, PersonName, Role};
 use confide_domain::password::NewPassword;
@@ -89,8 +89,12 @@ impl Surgery {
                 totp_secret: None,
             },
         };
-        surgery.create(Role::Clinician, "Dr Ada Grey").await;
-        surgery.create(Role::Patient, "Dee Example").await;
+        surgery
+            .create(&surgery.clinician, Role::Clinician, "Dr Ada Grey")
+            .await;
+        surgery
+            .create(&surgery.patient, Role::Patient, "Dee Example")
+            .await;
 
         let clinician = surgery.api_login(&surgery.clinician).await;
         let weekday = day.weekday().to_monday_one_offset();
@@ -126,11 +130,8 @@ impl Surgery {
         surgery
     }
 
-    async fn create(&self, role: Role, name: &str) {
-        let account = match role {
-            Role::Patient => &self.patient,
-            _ => &self.clinician,
-        };
+    /// Creates `account` in the store; a clinician works at the surgery.
+    async fn create(&self, account: &Account, role: Role, name: &str) {
         let store = &self.running.state.store;
         store
             .create_user(NewUser {
@@ -364,12 +365,56 @@ async fn the_patients_page_follows_the_waiting_room_live() {
     s.stop().await;
 }
 
-/// `window.confideCallStats()` summed by kind: whether audio and video both arrive in `tab`.
+/// `window.confideCallStats()` summed by kind: whether audio and video (decoded frames) both arrive.
 const MEDIA_ARRIVES: &str = "window.confideCallStats().then(function (stats) { \
-     var bytes = {audio: 0, video: 0}; \
-     stats.forEach(function (r) { if (r.type === 'inbound-rtp') { bytes[r.kind] += r.bytesReceived || 0; } }); \
-     return bytes.audio > 0 && bytes.video > 0; })";
+     var bytes = {audio: 0, video: 0}, frames = 0; \
+     stats.forEach(function (r) { if (r.type === 'inbound-rtp') { bytes[r.kind] += r.bytesReceived || 0; \
+       if (r.kind === 'video') { frames += r.framesDecoded || 0; } } }); \
+     return bytes.audio > 0 && bytes.video > 0 && frames > 0; })";
 
+/// What has arrived in a call page so far, from its `inbound-rtp` statistics.
+#[derive(Debug, Clone, Copy)]
+struct Inbound {
+    audio_bytes: u64,
+    video_bytes: u64,
+    video_frames: u64,
+}
+
+async fn inbound(tab: &Tab) -> Inbound {
+    let totals = tab
+        .value(
+            "window.confideCallStats().then(function (stats) { \
+             var t = {audio_bytes: 0, video_bytes: 0, video_frames: 0}; \
+             stats.forEach(function (r) { if (r.type !== 'inbound-rtp') { return; } \
+               if (r.kind === 'audio') { t.audio_bytes += r.bytesReceived || 0; } \
+               else { t.video_bytes += r.bytesReceived || 0; t.video_frames += r.framesDecoded || 0; } }); \
+             return t; })",
+        )
+        .await;
+    let n = |key: &str| totals[key].as_u64().unwrap_or(0);
+    Inbound {
+        audio_bytes: n("audio_bytes"),
+        video_bytes: n("video_bytes"),
+        video_frames: n("video_frames"),
+    }
+}
+
+/// What had arrived in `tab`, and what had `over` later.
+async fn inbound_over(tab: &Tab, over: Duration) -> (Inbound, Inbound) {
+    let before = inbound(tab).await;
+    tokio::time::sleep(over).await;
+    (before, inbound(tab).await)
+}
+
+async fn get_json(surgery: &Surgery, client: &reqwest::Client, path: &str) -> Value {
+    let response = client.get(surgery.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    response.json().await.unwrap()
+}
+
+/// The whole recorded consultation through the pages: join with consent, media both ways, audio only and
+/// back, chat, hang up and complete; then the recording plays for both participants, as long as the call,
+/// and is not there at all for anyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_and_their_clinician_see_and_hear_each_other() {
     let Some(executable) = chromium_or_skip("a_patient_and_their_clinician_see_and_hear_each_other") else {
@@ -434,12 +479,23 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         .await;
     patient.click(&join_link).await;
 
+    // Each is asked before joining whether they may be recorded, and agrees.
+    let mut joined = Instant::now();
     for tab in [&patient, &clinician] {
         tab.wait_for(
             "the call page",
             &format!("location.href === {}", js_string(&call_page)),
         )
         .await;
+        tab.wait_for(
+            "the question about recording",
+            "!document.getElementById('call-join-recorded').disabled",
+        )
+        .await;
+        tab.click("#call-join-recorded").await;
+        joined = Instant::now();
+    }
+    for tab in [&patient, &clinician] {
         tab.wait_for_within(
             Duration::from_secs(20),
             "audio and video from the other side",
@@ -449,7 +505,7 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         assert_eq!(tab.text("#call-status").await.as_deref(), Some("Connected."));
     }
 
-    // The patient switches to audio only: a new segment of the same recording, and the call goes on.
+    // The patient switches to audio only: the video stops both ways, the sound goes on.
     patient.click("#call-mode").await;
     patient
         .wait_for(
@@ -461,6 +517,58 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         patient.text("#call-mode").await.as_deref(),
         Some("Switch to video")
     );
+    // Packets already on their way still arrive for a moment.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for tab in [&patient, &clinician] {
+        let (before, after) = inbound_over(tab, Duration::from_millis(1500)).await;
+        assert!(
+            after.audio_bytes > before.audio_bytes,
+            "{}: the sound stopped in audio-only mode: {before:?} then {after:?}",
+            tab.name()
+        );
+        assert!(
+            after.video_frames <= before.video_frames,
+            "{}: video frames still arrive in audio-only mode: {before:?} then {after:?}",
+            tab.name()
+        );
+    }
+
+    // And back to video: the pictures come back both ways.
+    let frames_before: Vec<u64> = vec![
+        inbound(&patient).await.video_frames,
+        inbound(&clinician).await.video_frames,
+    ];
+    patient.click("#call-mode").await;
+    patient
+        .wait_for(
+            "video again",
+            "document.getElementById('call-status').textContent === 'Connected.' \
+             && document.getElementById('call-mode').textContent === 'Switch to audio only'",
+        )
+        .await;
+    for (tab, before) in [&patient, &clinician].into_iter().zip(frames_before) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = inbound(tab).await;
+            if now.video_frames > before + 10 && now.video_bytes > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: video did not resume after switching back: {before} frames before, now {now:?}",
+                tab.name()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (before, after) = inbound_over(tab, Duration::from_millis(1000)).await;
+        assert!(
+            after.audio_bytes > before.audio_bytes && after.video_frames > before.video_frames,
+            "{}: media stopped after switching back to video: {before:?} then {after:?}",
+            tab.name()
+        );
+    }
+
+    // Every switch is a new segment of the one recording.
     let store = &s.running.state.store;
     let facts = store
         .consultation_ref(id.parse().unwrap())
@@ -491,17 +599,235 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         segments,
         [
             (SegmentReason::Start, ConsultationMode::Video),
-            (SegmentReason::ModeSwitch, ConsultationMode::AudioOnly)
+            (SegmentReason::ModeSwitch, ConsultationMode::AudioOnly),
+            (SegmentReason::ModeSwitch, ConsultationMode::Video),
         ]
     );
 
-    clinician.click("#call-hang-up").await;
-    clinician
-        .wait_for(
+    // A chat message each way arrives on the other page.
+    for (from, to, text) in [
+        (&patient, &clinician, "My throat is worse in the mornings."),
+        (&clinician, &patient, "Thank you, let us have a look."),
+    ] {
+        from.type_into("#chat-body", text).await;
+        from.click("#chat-send").await;
+        to.wait_for_within(
+            Duration::from_secs(10),
+            "the other side's chat message",
+            &format!(
+                "Array.from(document.querySelectorAll('#chat-messages li p')).some(function (p) {{ \
+                 return p.textContent === {}; }})",
+                js_string(text)
+            ),
+        )
+        .await;
+    }
+
+    // A call of at least 15 s, so that connecting (well under a second here) is a small part of its length.
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(joined.elapsed())).await;
+
+    // The clinician hangs up, then the patient, and the clinician completes the consultation.
+    for tab in [&clinician, &patient] {
+        tab.click("#call-hang-up").await;
+        tab.wait_for(
             "leaving",
             "document.getElementById('call-status').textContent === 'You have left the call.'",
         )
         .await;
+    }
+    let call_ms = joined.elapsed().as_millis() as i64;
+    clinician.goto(&s.url("/schedule")).await;
+    clinician
+        .click(&format!(
+            "form[action='/schedule/appointments/{id}'] button[name=action][value=complete]"
+        ))
+        .await;
+    clinician
+        .wait_for(
+            "the schedule to say the consultation is complete",
+            "location.pathname === '/schedule' && location.search.includes('notice=completed') \
+             && document.readyState === 'complete'",
+        )
+        .await;
+
+    // The recording is remuxed by a job; each participant's list shows it, ready.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recording = loop {
+        let list = get_json(&s, &patient_api, "/api/v1/recordings").await;
+        let found = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["appointment_id"] == json!(id))
+            .cloned();
+        if let Some(r) = found.filter(|r| r["status"] == "ready") {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recording was not ready within 20 s: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let recording_id = recording["id"].as_str().unwrap().to_owned();
+    let duration_ms = recording["duration_ms"].as_i64().unwrap();
+    assert!(
+        (duration_ms - call_ms).abs() * 10 <= call_ms,
+        "the recording lasts {duration_ms} ms, the call {call_ms} ms"
+    );
+    let link = format!("a[href='/recordings/{recording_id}']");
+    for tab in [&patient, &clinician] {
+        tab.goto(&s.url("/recordings")).await;
+        assert_eq!(
+            tab.value(&format!("document.querySelectorAll({}).length", js_string(&link)))
+                .await,
+            json!(1),
+            "{}: the recording in the list",
+            tab.name()
+        );
+        assert!(
+            tab.value("document.querySelector('main tbody').textContent.includes('Ready to play')")
+                .await
+                == json!(true),
+            "{}: the recording is not listed as ready",
+            tab.name()
+        );
+    }
+
+    // It plays in the browser, for as long as the call lasted.
+    for tab in [&patient, &clinician] {
+        tab.click(&link).await;
+        tab.wait_for(
+            "the playback page",
+            &format!(
+                "location.pathname === {} && document.readyState === 'complete'",
+                js_string(&format!("/recordings/{recording_id}"))
+            ),
+        )
+        .await;
+        tab.wait_for_within(
+            Duration::from_secs(10),
+            "the player to load the recording",
+            "document.querySelector('main video').readyState >= 1",
+        )
+        .await;
+        tab.value("document.querySelector('main video').muted = true")
+            .await;
+        tab.value("document.querySelector('main video').play().then(function () { return true; })")
+            .await;
+        tab.wait_for_within(
+            Duration::from_secs(10),
+            "the recording to play",
+            "(function (v) { return v.readyState >= 2 && v.currentTime > 0.5 && !v.error; })\
+             (document.querySelector('main video'))",
+        )
+        .await;
+        let player = tab
+            .value(
+                "(function (v) { return {duration: isFinite(v.duration) ? v.duration : null, \
+                 width: v.videoWidth}; })(document.querySelector('main video'))",
+            )
+            .await;
+        assert!(
+            player["width"].as_u64().unwrap_or(0) > 0,
+            "{}: the recording shows no picture: {player}",
+            tab.name()
+        );
+        let played_ms = player["duration"]
+            .as_f64()
+            .map(|seconds| (seconds * 1000.0) as i64)
+            .unwrap_or_else(|| panic!("{}: the player knows no duration: {player}", tab.name()));
+        assert!(
+            (played_ms - call_ms).abs() * 10 <= call_ms,
+            "{}: the player says {played_ms} ms, the call lasted {call_ms} ms",
+            tab.name()
+        );
+        eprintln!(
+            "{}: call {call_ms} ms, recording {duration_ms} ms, player {player}",
+            tab.name()
+        );
+    }
+    assert_no_problems(&patient);
+    assert_no_problems(&clinician);
+
+    // Another patient and a clinician who was not in the call find nothing, even with a participant's
+    // media ticket.
+    let (status, ticket) = post(
+        &s,
+        &patient_api,
+        &format!("/api/v1/recordings/{recording_id}/playback"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "playback: {ticket}");
+    let ticketed = ticket["media_url"].as_str().unwrap().to_owned();
+    let outsiders = [
+        (
+            Account {
+                id: UserId::from_uuid(Uuid::now_v7()),
+                email: "eve@example.org",
+                totp_secret: None,
+            },
+            Role::Patient,
+            "Eve Other",
+        ),
+        (
+            Account {
+                id: UserId::from_uuid(Uuid::now_v7()),
+                email: "black@riverside.example",
+                totp_secret: Some(new_totp_secret()),
+            },
+            Role::Clinician,
+            "Dr Bo Black",
+        ),
+    ];
+    for (account, role, name) in &outsiders {
+        s.create(account, *role, name).await;
+        let client = s.api_login(account).await;
+        for path in [
+            format!("/recordings/{recording_id}"),
+            format!("/api/v1/recordings/{recording_id}"),
+            format!("/api/v1/recordings/{recording_id}/media"),
+            ticketed.clone(),
+        ] {
+            let response = client
+                .get(s.url(&path))
+                .header("Range", "bytes=0-")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::NOT_FOUND,
+                "{} on {path}",
+                account.email
+            );
+        }
+        let (status, body) = post(
+            &s,
+            &client,
+            &format!("/api/v1/recordings/{recording_id}/playback"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{}: playback {body}",
+            account.email
+        );
+        let list = get_json(&s, &client, "/api/v1/recordings").await;
+        assert_eq!(list, json!([]), "{}: their recordings", account.email);
+        let page = client.get(s.url("/recordings")).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let page = page.text().await.unwrap();
+        assert!(
+            page.contains("You have no recordings.") && !page.contains(&recording_id),
+            "{}: their recordings page lists {page}",
+            account.email
+        );
+    }
+
     assert_no_problems(&patient);
     assert_no_problems(&clinician);
 

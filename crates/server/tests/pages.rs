@@ -1198,3 +1198,152 @@ async fn scheduling_pages_need_the_right_person() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     s.app.stop().await;
 }
+
+/// Answers the symptom checker's questions on its page until the result: yes to wording with any of
+/// `yes_to`, don't know to choices, no otherwise. Returns the result page.
+async fn walk_triage(app: &App, client: &Client, mut html: String, yes_to: &[&str]) -> String {
+    for _ in 0..30 {
+        if html.contains("What it might be") {
+            return html;
+        }
+        let csrf = csrf_of(&html);
+        let marker = r#"action="/triage/answer""#;
+        let (id, state, question) = (
+            field_after(&html, marker, "id"),
+            field_after(&html, marker, "state"),
+            field_after(&html, marker, "question"),
+        );
+        let legend = &html[html.find("<legend>").expect("a question")..];
+        let legend = legend[..legend.find("</legend>").unwrap()].to_lowercase();
+        let answer = if !html.contains(r#"name="answer" value="yes""#) {
+            "unknown"
+        } else if yes_to.iter().any(|w| legend.contains(w)) {
+            "yes"
+        } else {
+            "no"
+        };
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("id", id.as_str()),
+            ("state", state.as_str()),
+            ("question", question.as_str()),
+            ("answer", answer),
+        ];
+        let response = client
+            .post(app.url("/triage/answer"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        html = if response.status() == StatusCode::SEE_OTHER {
+            let to = location(&response).to_owned();
+            let (status, html) = app.get(client, &to).await;
+            assert_eq!(status, StatusCode::OK, "{html}");
+            html
+        } else {
+            assert_eq!(response.status(), StatusCode::OK);
+            response.text().await.unwrap()
+        };
+    }
+    panic!("no result after 30 answers: {html}");
+}
+
+#[tokio::test]
+async fn the_symptom_checker_works_as_plain_forms_and_keeps_a_patients_check_for_them_alone() {
+    let app = App::start().await;
+    // Anonymous: everything travels in the forms; the emergency is said first.
+    let anon = browser();
+    let response = app
+        .submit(
+            &anon,
+            "/triage",
+            "/triage",
+            &[
+                ("text", "heavy pressure in my chest and I feel sweaty and sick"),
+                ("age", "62"),
+                ("sex", "male"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.text().await.unwrap();
+    let result = walk_triage(
+        &app,
+        &anon,
+        html,
+        &["sweat", "breath", "chest", "jaw", "arm", "sick"],
+    )
+    .await;
+    let alert = result
+        .find(r#"class="alert""#)
+        .expect("the emergency is an alert");
+    assert!(alert < result.find("What it might be").unwrap());
+    assert!(result.contains("999"), "{result}");
+    assert!(!result.contains("Book an appointment"));
+
+    // A form without its CSRF token changes nothing.
+    let refused = anon
+        .post(app.url("/triage"))
+        .form(&[("text", "cough"), ("age", "30"), ("sex", "male")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // A logged-in patient's check is kept at its own address, which nobody else can open.
+    let ann = browser();
+    assert_eq!(
+        sign_up(&app, &ann, "Ann Patient", "ann-triage@example.org")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    let response = app
+        .submit(
+            &ann,
+            "/triage",
+            "/triage",
+            &[
+                ("text", "burning pain when I pee and going all the time"),
+                ("sex", "female"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let own = location(&response).to_owned();
+    assert!(own.starts_with("/triage/"), "{own}");
+    let (status, html) = app.get(&ann, &own).await;
+    assert_eq!(status, StatusCode::OK);
+    let result = walk_triage(&app, &ann, html, &["urin", "pee", "burn", "often", "cloudy"]).await;
+    assert!(result.contains("Book an appointment"), "{result}");
+    assert!(result.contains(r#"name="share" value="yes" checked"#));
+    // Back reopens the last question.
+    let form = [
+        ("csrf", csrf_of(&result)),
+        ("id", own.trim_start_matches("/triage/").to_owned()),
+        ("state", String::new()),
+    ];
+    let response = ann
+        .post(app.url("/triage/back"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (_, html) = app.get(&ann, &own).await;
+    assert!(html.contains("<legend>"), "{html}");
+
+    let bob = browser();
+    assert_eq!(
+        sign_up(&app, &bob, "Bob Patient", "bob-triage@example.org")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    let (status, _) = app.get(&bob, &own).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = anon.get(app.url(&own)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/login");
+    app.stop().await;
+}

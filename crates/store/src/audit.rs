@@ -305,6 +305,8 @@ pub struct AccessEntry {
     pub actor_role: Option<Role>,
     pub action: String,
     pub outcome: Outcome,
+    /// The gate's reason, or for a break-glass opening the words the clinician typed.
+    pub reason: String,
 }
 
 fn chained_entry(row: &OwnedRow) -> Result<ChainedEntry> {
@@ -344,7 +346,7 @@ impl Store {
                     practice: None,
                     gate_facts: false,
                 },
-                "SELECT a.seq, a.at_ms, a.actor_id, u.name AS actor_name, a.actor_role, a.action, a.outcome \
+                "SELECT a.seq, a.at_ms, a.actor_id, u.name AS actor_name, a.actor_role, a.action, a.outcome, a.reason \
              FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id \
              WHERE a.subject_patient = $1 AND (a.actor_id IS NULL OR a.actor_id <> $1) \
              ORDER BY a.seq DESC LIMIT $2",
@@ -363,6 +365,7 @@ impl Store {
                     action: row.try_get("action")?,
                     outcome: Outcome::parse(&outcome)
                         .ok_or_else(|| StoreError::Corrupt("audit entry: outcome".into()))?,
+                    reason: row.try_get("reason")?,
                 })
             })
             .collect()

@@ -7,11 +7,14 @@
 
 mod accounts;
 mod audit;
+mod call_records;
 mod consultations;
 mod patients;
 mod practices;
 mod read;
+mod recordings;
 mod scheduling;
+mod triage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,13 +24,16 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
 pub use audit::{AccessEntry, AuditLog};
+pub use call_records::{ChatMessage, ConsentEntry, MAX_MESSAGE_CHARS, ReadsConsent};
 pub use consultations::CallFacts;
 pub use patients::{Note, PatientProfile, PatientSummary, QueueEntry, Registration};
 pub use practices::{NewPractice, Practice};
+pub use recordings::{Erasable, PlaybackFacts, RecordingJob, RecordingStatus, RecordingSummary, RemuxFacts};
 pub use scheduling::{
     Appointment, ClinicianSummary, Job, JobKind, NewAppointment, NewJob, NewTime, ScheduleEntry,
     StoredException, StoredRule,
 };
+pub use triage::{AppointmentTriage, SharedTriage, TriageRecord, TriageUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -233,6 +239,9 @@ impl Store {
             UnscopedTable::AuditLog => "SELECT COUNT(*) AS n FROM audit_log",
             UnscopedTable::Appointments => "SELECT COUNT(*) AS n FROM appointments",
             UnscopedTable::Recordings => "SELECT COUNT(*) AS n FROM recordings",
+            UnscopedTable::RecordingBreakGlass => "SELECT COUNT(*) AS n FROM recording_break_glass",
+            UnscopedTable::ConsultationMessages => "SELECT COUNT(*) AS n FROM consultation_messages",
+            UnscopedTable::ConsultationConsents => "SELECT COUNT(*) AS n FROM consultation_consents",
         };
         let row = self.select_one(Scope::default(), sql, &[]).await?;
         row.map_or(Ok(0), |r| r.try_get("n"))
@@ -247,6 +256,9 @@ pub enum UnscopedTable {
     AuditLog,
     Appointments,
     Recordings,
+    RecordingBreakGlass,
+    ConsultationMessages,
+    ConsultationConsents,
 }
 
 async fn connect_pool(url: &str, backend: Backend, role: Role, size: u32) -> Result<AnyPool> {

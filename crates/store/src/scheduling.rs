@@ -661,6 +661,17 @@ impl Store {
         grant: &Grant<BookAppointment>,
         new: NewAppointment<'_>,
     ) -> Result<Appointment> {
+        self.book_appointment_sharing(grant, new, None).await
+    }
+
+    /// Books as [`Store::book_appointment`] does and, in the same transaction, attaches the symptom
+    /// checker's summary the patient chose to share with the clinician.
+    pub async fn book_appointment_sharing(
+        &self,
+        grant: &Grant<BookAppointment>,
+        new: NewAppointment<'_>,
+        triage: Option<crate::triage::SharedTriage<'_>>,
+    ) -> Result<Appointment> {
         let on = grant.on();
         let (patient, practice) = (on.patient.patient.to_string(), on.practice.to_string());
         let (id, clinician) = (new.id.to_string(), new.clinician.to_string());
@@ -701,6 +712,9 @@ impl Store {
         .await?;
         claim_units(&mut tx, &clinician, &id, new.start_ms, new.end_ms).await?;
         add_jobs(&mut tx, &id, &patient, new.jobs, new.at_ms).await?;
+        if let Some(shared) = &triage {
+            crate::triage::attach(&mut tx, &id, &patient, shared, new.at_ms).await?;
+        }
         let row = sqlx::query(concat!(appointment_select!(), " WHERE a.id = $1"))
             .bind(&id)
             .fetch_one(&mut *tx)
@@ -946,6 +960,7 @@ impl Store {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
+            crate::recordings::queue_remux(&mut tx, &id, at_ms).await?;
         }
         self.reread(tx, &id).await
     }

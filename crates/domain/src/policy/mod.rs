@@ -11,7 +11,9 @@ use std::marker::PhantomData;
 use serde::Serialize;
 
 use crate::identity::Role;
-use crate::ids::{AppointmentId, ConsultationId, PracticeId, RecordingId, RegistrationId, UserId};
+use crate::ids::{
+    AppointmentId, ConsultationId, PracticeId, RecordingId, RegistrationId, TriageSessionId, UserId,
+};
 use crate::registration::RegistrationStatus;
 
 /// Who is asking, as established by their session.
@@ -69,6 +71,12 @@ pub enum Action {
     /// in by their single-use link instead.
     JoinConsultation,
     InviteGuest,
+    /// Say whether one may be recorded, or change one's mind: each participant for themselves.
+    RecordConsent,
+    /// What the consultation's record holds beside the media: its chat and its consent decisions.
+    ReadCallRecord,
+    /// Send a message in the consultation's chat.
+    PostChatMessage,
     /// A recording's details: when, how long, which segments.
     ReadRecording,
     /// A recording's audio and video.
@@ -81,10 +89,27 @@ pub enum Action {
     ManageRetention,
     /// A patient's list of their own recordings.
     ListRecordings,
+    /// A clinician's list of the recordings of consultations they ran.
+    ListClinicianRecordings,
+    /// Whether the practice's recordings may be played back at all. Like retention, set for the practice
+    /// as a whole.
+    ManageReplay,
+    /// Keep a symptom-checker conversation as one's own data.
+    StartTriage,
+    /// A patient's list of their own symptom-checker conversations.
+    ListTriageSessions,
+    ReadTriageSession,
+    /// Answer a question, or take an answer back.
+    AnswerTriage,
+    /// Attach a conversation's summary to an appointment one books.
+    ShareTriageSummary,
+    /// The summary attached to an appointment: its patient and the clinician it was booked with, nobody
+    /// else (not even colleagues who may read the appointment).
+    ReadTriageSummary,
 }
 
 impl Action {
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 39] = [
         Action::ReadProfile,
         Action::ReadRecord,
         Action::WriteRecord,
@@ -108,11 +133,22 @@ impl Action {
         Action::ListAppointments,
         Action::JoinConsultation,
         Action::InviteGuest,
+        Action::RecordConsent,
+        Action::ReadCallRecord,
+        Action::PostChatMessage,
         Action::ReadRecording,
         Action::PlayRecording,
         Action::BreakGlassRecording,
         Action::ManageRetention,
         Action::ListRecordings,
+        Action::ListClinicianRecordings,
+        Action::ManageReplay,
+        Action::StartTriage,
+        Action::ListTriageSessions,
+        Action::ReadTriageSession,
+        Action::AnswerTriage,
+        Action::ShareTriageSummary,
+        Action::ReadTriageSummary,
     ];
 
     /// The name written to the audit log.
@@ -141,11 +177,22 @@ impl Action {
             Action::ListAppointments => "patient.appointments.list",
             Action::JoinConsultation => "consultation.join",
             Action::InviteGuest => "consultation.invite_guest",
+            Action::RecordConsent => "consultation.consent.record",
+            Action::ReadCallRecord => "consultation.record.read",
+            Action::PostChatMessage => "consultation.chat.post",
             Action::ReadRecording => "recording.read",
             Action::PlayRecording => "recording.play",
             Action::BreakGlassRecording => "recording.break_glass",
             Action::ManageRetention => "practice.retention.manage",
             Action::ListRecordings => "patient.recordings.list",
+            Action::ListClinicianRecordings => "clinician.recordings.list",
+            Action::ManageReplay => "practice.replay.manage",
+            Action::StartTriage => "triage.start",
+            Action::ListTriageSessions => "patient.triage.list",
+            Action::ReadTriageSession => "triage.read",
+            Action::AnswerTriage => "triage.answer",
+            Action::ShareTriageSummary => "triage.share",
+            Action::ReadTriageSummary => "appointment.triage_summary.read",
         }
     }
 }
@@ -220,6 +267,16 @@ pub struct RecordingRef {
     pub patient: PatientRef,
     pub clinician: UserId,
     pub practice: PracticeId,
+    /// The clinician asking, when they hold an unexpired break-glass grant on this recording: looked up
+    /// for each request, so a grant that has run out is simply absent.
+    pub break_glass_for: Option<UserId>,
+}
+
+/// A symptom-checker conversation, bound when it began to the patient who had it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TriageSessionRef {
+    pub id: TriageSessionId,
+    pub patient: UserId,
 }
 
 /// What an action is done to.
@@ -234,6 +291,7 @@ pub enum Resource {
     Appointment(AppointmentRef),
     Consultation(ConsultationRef),
     Recording(RecordingRef),
+    TriageSession(TriageSessionRef),
     Platform,
 }
 
@@ -248,6 +306,7 @@ impl Resource {
             Resource::Appointment(a) => Some(a.patient.patient),
             Resource::Consultation(c) => Some(c.patient.patient),
             Resource::Recording(r) => Some(r.patient.patient),
+            Resource::TriageSession(t) => Some(t.patient),
             Resource::Practice(_) | Resource::Clinician(_) | Resource::Platform => None,
         }
     }
@@ -264,6 +323,7 @@ impl Resource {
             Resource::Appointment(a) => format!("appointment:{}", a.id),
             Resource::Consultation(c) => format!("consultation:{}", c.id),
             Resource::Recording(r) => format!("recording:{}", r.id),
+            Resource::TriageSession(t) => format!("triage_session:{}", t.id),
             Resource::Platform => "platform".to_owned(),
         }
     }
@@ -463,8 +523,11 @@ pub fn decide(principal: &Principal, action: Action, resource: &Resource, ctx: &
             Patient => allow_if(principal.user == p.patient, PatientSelf, NotTheirPatient),
             Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
         },
-        (JoinConsultation | InviteGuest, Resource::Consultation(c)) => match principal.role {
-            Patient if action == JoinConsultation => allow_if(
+        (
+            JoinConsultation | InviteGuest | RecordConsent | ReadCallRecord | PostChatMessage,
+            Resource::Consultation(c),
+        ) => match principal.role {
+            Patient if action != InviteGuest => allow_if(
                 principal.user == c.patient.patient,
                 PatientSelf,
                 NotTheirConsultation,
@@ -476,16 +539,23 @@ pub fn decide(principal: &Principal, action: Action, resource: &Resource, ctx: &
             ),
             Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
         },
-        // Only the two people who were in the call; admins manage accounts and retention, never content.
+        // Only the two people who were in the call, or a colleague for as long as the glass they broke
+        // (while the patient was registered here) stays open; admins manage accounts and retention, never
+        // content.
         (ReadRecording | PlayRecording, Resource::Recording(r)) => match principal.role {
             Patient => allow_if(
                 principal.user == r.patient.patient,
                 PatientSelf,
                 NotTheirRecording,
             ),
+            Clinician if staff_of(r.practice) && principal.user == r.clinician => {
+                Decision::Allow(ClinicianOfConsultation)
+            }
             Clinician => allow_if(
-                staff_of(r.practice) && principal.user == r.clinician,
-                ClinicianOfConsultation,
+                staff_of(r.practice)
+                    && r.break_glass_for == Some(principal.user)
+                    && r.patient.registered_at == Some(r.practice),
+                BreakGlass,
                 NotTheirRecording,
             ),
             PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
@@ -501,9 +571,41 @@ pub fn decide(principal: &Principal, action: Action, resource: &Resource, ctx: &
             ),
             Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
         },
-        (ManageRetention, Resource::Practice(p)) => match principal.role {
+        (ListClinicianRecordings, Resource::Clinician(c)) => match principal.role {
+            Clinician => allow_if(
+                principal.user == c.clinician && staff_of(c.practice),
+                ClinicianSelf,
+                NotTheirPractice,
+            ),
+            Patient | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (ManageRetention | ManageReplay, Resource::Practice(p)) => match principal.role {
             PracticeAdmin => allow_if(staff_of(p.practice), StaffOfPractice, NotTheirPractice),
             Patient | Clinician | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        (StartTriage | ListTriageSessions, Resource::Patient(p)) => match principal.role {
+            Patient => allow_if(principal.user == p.patient, PatientSelf, NotTheirPatient),
+            Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+        },
+        // A conversation with the checker is the patient's alone until they attach it to an appointment.
+        (ReadTriageSession | AnswerTriage | ShareTriageSummary, Resource::TriageSession(t)) => {
+            match principal.role {
+                Patient => allow_if(principal.user == t.patient, PatientSelf, NotTheirPatient),
+                Clinician | PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
+            }
+        }
+        (ReadTriageSummary, Resource::Appointment(a)) => match principal.role {
+            Patient => allow_if(
+                principal.user == a.patient.patient,
+                PatientSelf,
+                NotTheirAppointment,
+            ),
+            Clinician => allow_if(
+                staff_of(a.practice) && principal.user == a.clinician,
+                ClinicianOfAppointment,
+                NotTheirAppointment,
+            ),
+            PracticeAdmin | PlatformAdmin => Decision::Deny(RoleMayNot),
         },
         (ManagePlatform, Resource::Platform) => match principal.role {
             PlatformAdmin => Decision::Allow(PlatformWide),
@@ -568,6 +670,11 @@ impl From<RecordingRef> for Resource {
         Resource::Recording(r)
     }
 }
+impl From<TriageSessionRef> for Resource {
+    fn from(r: TriageSessionRef) -> Self {
+        Resource::TriageSession(r)
+    }
+}
 
 /// Marker types, one per action, so that a grant for reading cannot be used for writing.
 pub mod actions {
@@ -608,11 +715,22 @@ pub mod actions {
         ListAppointments => ListAppointments on PatientRef,
         JoinConsultation => JoinConsultation on ConsultationRef,
         InviteGuest => InviteGuest on ConsultationRef,
+        RecordConsent => RecordConsent on ConsultationRef,
+        ReadCallRecord => ReadCallRecord on ConsultationRef,
+        PostChatMessage => PostChatMessage on ConsultationRef,
         ReadRecording => ReadRecording on RecordingRef,
         PlayRecording => PlayRecording on RecordingRef,
         BreakGlassRecording => BreakGlassRecording on RecordingRef,
         ManageRetention => ManageRetention on PracticeRef,
         ListRecordings => ListRecordings on PatientRef,
+        ListClinicianRecordings => ListClinicianRecordings on ClinicianRef,
+        ManageReplay => ManageReplay on PracticeRef,
+        StartTriage => StartTriage on PatientRef,
+        ListTriageSessions => ListTriageSessions on PatientRef,
+        ReadTriageSession => ReadTriageSession on TriageSessionRef,
+        AnswerTriage => AnswerTriage on TriageSessionRef,
+        ShareTriageSummary => ShareTriageSummary on TriageSessionRef,
+        ReadTriageSummary => ReadTriageSummary on AppointmentRef,
     }
 }
 
@@ -659,6 +777,12 @@ impl<A: GuardedAction<On = AppointmentRef>> Grant<A> {
 
 impl<A: GuardedAction<On = ConsultationRef>> Grant<A> {
     pub fn consultation(&self) -> &ConsultationRef {
+        &self.on
+    }
+}
+
+impl<A: GuardedAction<On = TriageSessionRef>> Grant<A> {
+    pub fn triage_session(&self) -> &TriageSessionRef {
         &self.on
     }
 }

@@ -67,6 +67,7 @@ fn arb_resource() -> impl Strategy<Value = Resource> {
         })),
         consultation_ref(),
         recording_ref(),
+        triage_ref(),
         Just(Resource::Platform),
     ]
 }
@@ -84,26 +85,51 @@ fn consultation_ref() -> impl Strategy<Value = Resource> {
 }
 
 fn recording_ref() -> impl Strategy<Value = Resource> {
-    (patient_ref(), 0u8..4, 0u8..3).prop_map(|(patient, c, p)| {
+    (patient_ref(), 0u8..4, 0u8..3, prop::option::of(0u8..4)).prop_map(|(patient, c, p, glass)| {
         Resource::Recording(RecordingRef {
             id: RecordingId::from_uuid(Uuid::from_u128(13)),
             consultation: ConsultationId::from_uuid(Uuid::from_u128(11)),
             patient,
             clinician: user(c),
             practice: practice(p),
+            break_glass_for: glass.map(user),
         })
     })
 }
 
+fn triage_ref() -> impl Strategy<Value = Resource> {
+    (0u8..4).prop_map(|u| {
+        Resource::TriageSession(TriageSessionRef {
+            id: TriageSessionId::from_uuid(Uuid::from_u128(15)),
+            patient: user(u),
+        })
+    })
+}
+
+/// The symptom checker's actions, tried often enough on the resources they could apply to.
+const TRIAGE_ACTIONS: [Action; 6] = [
+    Action::StartTriage,
+    Action::ListTriageSessions,
+    Action::ReadTriageSession,
+    Action::AnswerTriage,
+    Action::ShareTriageSummary,
+    Action::ReadTriageSummary,
+];
+
 /// The actions about calls and recordings, which the whole-policy test reaches too rarely to be sure of.
-const CALL_ACTIONS: [Action; 7] = [
+const CALL_ACTIONS: [Action; 12] = [
     Action::JoinConsultation,
     Action::InviteGuest,
+    Action::RecordConsent,
+    Action::ReadCallRecord,
+    Action::PostChatMessage,
     Action::ReadRecording,
     Action::PlayRecording,
     Action::BreakGlassRecording,
     Action::ManageRetention,
     Action::ListRecordings,
+    Action::ListClinicianRecordings,
+    Action::ManageReplay,
 ];
 
 /// The rules, restated as "who may" per action.
@@ -124,7 +150,9 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
                 Action::ReadAccessLog
                 | Action::ListRegistrations
                 | Action::ListAppointments
-                | Action::ListRecordings => own,
+                | Action::ListRecordings
+                | Action::StartTriage
+                | Action::ListTriageSessions => own,
                 _ => false,
             }
         }
@@ -144,7 +172,9 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
             Action::ManagePracticeStaff => {
                 who.role == Role::PlatformAdmin || who.role == Role::PracticeAdmin && works_at(&p.practice)
             }
-            Action::ManageRetention => who.role == Role::PracticeAdmin && works_at(&p.practice),
+            Action::ManageRetention | Action::ManageReplay => {
+                who.role == Role::PracticeAdmin && works_at(&p.practice)
+            }
             _ => false,
         },
         Resource::Clinician(c) => match action {
@@ -154,6 +184,9 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
             }
             Action::ViewSchedule => {
                 matches!(who.role, Role::Clinician | Role::PracticeAdmin) && works_at(&c.practice)
+            }
+            Action::ListClinicianRecordings => {
+                is_clinician && who.user == c.clinician && works_at(&c.practice)
             }
             _ => false,
         },
@@ -174,6 +207,8 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
                 Action::CancelAppointment => own || its_clinician || colleague || its_admin,
                 Action::RescheduleAppointment | Action::CheckIn => own,
                 Action::RunConsultation => its_clinician,
+                // A shared triage summary: the two people the appointment is between, colleagues not.
+                Action::ReadTriageSummary => own || its_clinician,
                 _ => false,
             }
         }
@@ -181,13 +216,18 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
             let own = is_patient && who.user == c.patient.patient;
             let its_clinician = is_clinician && who.user == c.clinician && works_at(&c.practice);
             match action {
-                Action::JoinConsultation => own || its_clinician,
+                // Being in the call, and what the call keeps beside its media (chat, consent): the same two.
+                Action::JoinConsultation
+                | Action::RecordConsent
+                | Action::ReadCallRecord
+                | Action::PostChatMessage => own || its_clinician,
                 Action::InviteGuest => its_clinician,
                 _ => false,
             }
         }
         // Recordings: the two people in the call, or a colleague of the clinician breaking the glass
-        // while the patient is still registered there. Nobody else, admins least of all.
+        // while the patient is still registered there, and then only while their glass stays open.
+        // Nobody else, admins least of all.
         Resource::Recording(r) => {
             let own = is_patient && who.user == r.patient.patient;
             let its_clinician = is_clinician && who.user == r.clinician && works_at(&r.practice);
@@ -195,11 +235,20 @@ fn oracle(who: &Principal, action: Action, what: &Resource, mfa: bool) -> bool {
                 && who.user != r.clinician
                 && works_at(&r.practice)
                 && r.patient.registered_at == Some(r.practice);
+            let glass_open = colleague_not_in_the_call && r.break_glass_for == Some(who.user);
             match action {
-                Action::ReadRecording | Action::PlayRecording => own || its_clinician,
+                Action::ReadRecording | Action::PlayRecording => own || its_clinician || glass_open,
                 Action::BreakGlassRecording => colleague_not_in_the_call,
                 _ => false,
             }
+        }
+        // A symptom-checker conversation is its patient's alone: no clinician or admin reads it directly.
+        Resource::TriageSession(t) => {
+            matches!(
+                action,
+                Action::ReadTriageSession | Action::AnswerTriage | Action::ShareTriageSummary
+            ) && is_patient
+                && who.user == t.patient
         }
         Resource::Platform => action == Action::ManagePlatform && who.role == Role::PlatformAdmin,
     }
@@ -235,6 +284,26 @@ proptest! {
     }
 
     #[test]
+    fn triage_agrees_with_the_oracle(
+        who in arb_principal(),
+        action in prop::sample::select(TRIAGE_ACTIONS.to_vec()),
+        what in prop_oneof![
+            triage_ref(),
+            patient_ref().prop_map(Resource::Patient),
+            (patient_ref(), 0u8..4, 0u8..3).prop_map(|(patient, c, p)| Resource::Appointment(AppointmentRef {
+                id: AppointmentId::from_uuid(Uuid::from_u128(9)),
+                patient,
+                clinician: user(c),
+                practice: practice(p),
+            })),
+        ],
+        mfa in any::<bool>(),
+    ) {
+        let ctx = Context { mfa_verified: mfa };
+        prop_assert_eq!(decide(&who, action, &what, &ctx).is_allowed(), oracle(&who, action, &what, mfa));
+    }
+
+    #[test]
     fn admins_never_see_clinical_content(
         who in arb_principal().prop_filter("admins", |p| matches!(p.role, Role::PracticeAdmin | Role::PlatformAdmin)),
         what in arb_resource(),
@@ -247,10 +316,20 @@ proptest! {
             Action::ReadAccessLog,
             Action::ReadAppointment,
             Action::JoinConsultation,
+            Action::ReadCallRecord,
+            Action::PostChatMessage,
+            Action::RecordConsent,
             Action::ListRecordings,
             Action::ReadRecording,
             Action::PlayRecording,
             Action::BreakGlassRecording,
+            Action::ListClinicianRecordings,
+            Action::StartTriage,
+            Action::ListTriageSessions,
+            Action::ReadTriageSession,
+            Action::AnswerTriage,
+            Action::ShareTriageSummary,
+            Action::ReadTriageSummary,
         ] {
             prop_assert!(!decide(&who, action, &what, &ctx).is_allowed());
         }
@@ -316,6 +395,7 @@ fn recording(patient_registered_at: Option<PracticeId>) -> RecordingRef {
         },
         clinician: user(2),
         practice: practice(1),
+        break_glass_for: None,
     }
 }
 
@@ -358,6 +438,28 @@ fn break_glass_is_for_a_colleague_who_was_not_in_the_call() {
         Decision::Allow(Reason::ClinicianOfConsultation)
     );
     assert_eq!(play(&clinician(3, 1)), Decision::Deny(Reason::NotTheirRecording));
+    // With the glass broken, that colleague may play it while the patient stays registered there; the
+    // glass is theirs alone.
+    let broken = RecordingRef {
+        break_glass_for: Some(user(3)),
+        ..recording(Some(practice(1)))
+    };
+    let play = |who: &Principal| decide(who, Action::PlayRecording, &Resource::Recording(broken), &ctx);
+    assert_eq!(play(&clinician(3, 1)), Decision::Allow(Reason::BreakGlass));
+    assert_eq!(play(&clinician(4, 1)), Decision::Deny(Reason::NotTheirRecording));
+    let moved_on = RecordingRef {
+        break_glass_for: Some(user(3)),
+        ..left
+    };
+    assert_eq!(
+        decide(
+            &clinician(3, 1),
+            Action::PlayRecording,
+            &Resource::Recording(moved_on),
+            &ctx
+        ),
+        Decision::Deny(Reason::NotTheirRecording)
+    );
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! A WebM writer for exactly what Confide records: VP8 as track 1, Opus as track 2.
+//! A WebM writer for exactly what Confide records: one track per participant and kind, VP8 for
+//! video and Opus for audio, numbered 1, 2, … in the order their first frames are written.
 //!
 //! # Layout
 //!
@@ -8,17 +9,18 @@
 //! Segment                size in 8 bytes
 //!   SeekHead             → Info, Tracks, Cues; positions in 8 bytes
 //!   Info                 TimestampScale 1 ms, Duration (8-byte float), MuxingApp, WritingApp
-//!   Tracks               TrackEntry 1 V_VP8 (PixelWidth/PixelHeight in 2 bytes each),
-//!                        TrackEntry 2 A_OPUS (OpusHead, CodecDelay, SeekPreRoll, 48 kHz,
-//!                        Channels); only the tracks the recording has
-//!   Void                 the room an absent track's entry would take, if any
+//!   Tracks               a TrackEntry per track, in number order, each named
+//!                        "<participant id> audio" or "<participant id> video":
+//!                        V_VP8 (PixelWidth/PixelHeight in 2 bytes each), or
+//!                        A_OPUS (OpusHead, CodecDelay, SeekPreRoll, 48 kHz, Channels)
+//!   Void                 the room left for the MAX_TRACKS entries the file could have held
 //!   Cluster …            Timestamp, then SimpleBlocks (no lacing)
 //!   Cues                 one CuePoint per cluster that starts with a keyframe
 //! ```
 //!
 //! Everything before the first cluster (the "head") depends on the whole recording: the
 //! segment's size, where the cues are, the duration, which tracks exist, the picture size and
-//! the channel count. Every such value has a fixed width, so the head is written once with
+//! the channel counts. Every such value has a fixed width, room is kept for [`MAX_TRACKS`] entries, so the head is written once with
 //! placeholders and rewritten in place, at the same length, by [`WebmWriter::finish`]. Apart
 //! from that one rewrite the file is written front to back, so a sink that encrypts need only
 //! hold back the head.
@@ -27,6 +29,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 
 use super::codec::{self, FrameSize};
 use crate::segment::Track;
+use crate::sfu::ParticipantId;
 
 /// A cluster is closed at the first audio block this long after it began, so a player can seek
 /// into long stretches without a video keyframe (WebRTC sends keyframes only on request).
@@ -38,8 +41,9 @@ const MAX_RELATIVE_MS: u64 = i16::MAX as u64;
 /// the gap before it may be a camera switched off, not a frame interval.
 const MAX_VIDEO_FRAME_US: u64 = 100_000;
 
-const VIDEO_TRACK: u8 = 1;
-const AUDIO_TRACK: u8 = 2;
+/// The most tracks a file holds: four participants' audio and video, twice over. The head keeps
+/// room for this many, since which tracks there are is only known at the end.
+pub const MAX_TRACKS: usize = 16;
 
 /// libopus's encoder lookahead at 48 kHz (6.5 ms), which WebRTC's encoder puts before the
 /// first real sample: the pre-skip in the OpusHead and, in ns, the CodecDelay, as the Matroska
@@ -73,6 +77,7 @@ const TRACK_ENTRY: u32 = 0xAE;
 const TRACK_NUMBER: u32 = 0xD7;
 const TRACK_UID: u32 = 0x73C5;
 const TRACK_TYPE: u32 = 0x83;
+const NAME: u32 = 0x536E;
 const FLAG_LACING: u32 = 0x9C;
 const CODEC_ID: u32 = 0x86;
 const CODEC_PRIVATE: u32 = 0x63A2;
@@ -103,19 +108,45 @@ pub enum WebmError {
     OutOfOrder { timestamp_us: u64, after_us: u64 },
     #[error("the first video frame is not a VP8 keyframe: a decoder could not start there")]
     VideoBeforeKeyframe,
+    #[error("a file holds at most {MAX_TRACKS} tracks")]
+    TooManyTracks,
     #[error("nothing to write: a WebM file needs at least one frame")]
     Empty,
 }
 
+/// One track of a file: what one participant sent of one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TrackKey {
+    pub participant: ParticipantId,
+    pub kind: Track,
+}
+
 /// What a finished file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebmSummary {
     /// From the first frame to the end of the last, gaps included.
     pub duration_ms: u64,
+    /// The time of the first frame, on the clock the frames came with: the file's 0.
+    pub start_us: u64,
     pub video_frames: u64,
     pub audio_frames: u64,
-    /// From the first VP8 keyframe; `None` for a file without video.
+    /// The first video track's size; `None` for a file without video.
     pub video_size: Option<FrameSize>,
+    /// Every track, in number order.
+    pub tracks: Vec<TrackSummary>,
+}
+
+/// One track of a finished file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackSummary {
+    /// The track number blocks carry, from 1.
+    pub number: u8,
+    pub key: TrackKey,
+    pub frames: u64,
+    /// Video: the size its first keyframe states.
+    pub video_size: Option<FrameSize>,
+    /// Audio: 1 or 2.
+    pub channels: Option<u8>,
 }
 
 /// Writes one WebM file to `out`, starting at its current position. Block times are taken
@@ -138,8 +169,8 @@ pub struct WebmWriter<W: Write + Seek> {
     cue_points: Vec<u8>,
     origin_us: Option<u64>,
     last_us: u64,
-    video: VideoStats,
-    audio: AudioStats,
+    /// Track `n` is `tracks[n - 1]`.
+    tracks: Vec<TrackStats>,
 }
 
 /// The cluster being filled; it has no blocks yet when `blocks` is empty.
@@ -151,19 +182,48 @@ struct OpenCluster {
     blocks: Vec<u8>,
 }
 
-#[derive(Default)]
-struct VideoStats {
+struct TrackStats {
+    key: TrackKey,
     frames: u64,
+    /// Video: from the first frame, which is a keyframe.
     size: Option<FrameSize>,
     last_us: u64,
     last_interval_us: u64,
-}
-
-#[derive(Default)]
-struct AudioStats {
-    frames: u64,
+    /// Audio.
     stereo: bool,
     end_us: u64,
+}
+
+impl TrackStats {
+    /// When the track's last frame stops playing.
+    fn end_us(&self) -> u64 {
+        match self.key.kind {
+            // The last video frame is taken to last as long as the one before it, within reason.
+            Track::Video => self.last_us + self.last_interval_us.min(MAX_VIDEO_FRAME_US),
+            Track::Audio => self.end_us,
+        }
+    }
+
+    fn entry(&self, number: u8) -> EntryValues {
+        EntryValues {
+            number,
+            participant: self.key.participant,
+            media: match self.key.kind {
+                Track::Video => EntryMedia::Video(self.size.expect("a video track starts with a keyframe")),
+                Track::Audio => EntryMedia::Audio(if self.stereo { 2 } else { 1 }),
+            },
+        }
+    }
+
+    fn summary(&self, number: u8) -> TrackSummary {
+        TrackSummary {
+            number,
+            key: self.key,
+            frames: self.frames,
+            video_size: self.size,
+            channels: (self.key.kind == Track::Audio).then_some(if self.stereo { 2 } else { 1 }),
+        }
+    }
 }
 
 impl<W: Write + Seek> WebmWriter<W> {
@@ -181,39 +241,59 @@ impl<W: Write + Seek> WebmWriter<W> {
             cue_points: Vec::new(),
             origin_us: None,
             last_us: 0,
-            video: VideoStats::default(),
-            audio: AudioStats::default(),
+            tracks: Vec::new(),
         })
     }
 
-    /// Adds one frame as a SimpleBlock. Frames of both tracks must come in time order (equal
-    /// times are fine), and the first video frame must be a VP8 keyframe. Every Opus packet is a
-    /// keyframe; a VP8 frame is one if its header says so.
-    pub fn push(&mut self, track: Track, timestamp_us: u64, payload: &[u8]) -> Result<(), WebmError> {
+    /// Adds one frame as a SimpleBlock of `track`'s track, which is added at its first frame.
+    /// Frames of all tracks must come in time order (equal times are fine), and a video track's
+    /// first frame must be a VP8 keyframe. Every Opus packet is a keyframe; a VP8 frame is one
+    /// if its header says so.
+    pub fn push(&mut self, track: TrackKey, timestamp_us: u64, payload: &[u8]) -> Result<(), WebmError> {
         if self.origin_us.is_some() && timestamp_us < self.last_us {
             return Err(WebmError::OutOfOrder {
                 timestamp_us,
                 after_us: self.last_us,
             });
         }
-        let (number, keyframe) = match track {
+        let vp8_key = (track.kind == Track::Video)
+            .then(|| codec::vp8_keyframe(payload))
+            .flatten();
+        let index = match self.tracks.iter().position(|t| t.key == track) {
+            Some(index) => index,
+            None => {
+                if self.tracks.len() == MAX_TRACKS {
+                    return Err(WebmError::TooManyTracks);
+                }
+                if track.kind == Track::Video && vp8_key.is_none() {
+                    return Err(WebmError::VideoBeforeKeyframe);
+                }
+                self.tracks.push(TrackStats {
+                    key: track,
+                    frames: 0,
+                    size: vp8_key,
+                    last_us: timestamp_us,
+                    last_interval_us: 0,
+                    stereo: false,
+                    end_us: 0,
+                });
+                self.tracks.len() - 1
+            }
+        };
+        let number = u8::try_from(index + 1).expect("at most MAX_TRACKS tracks");
+        let stats = &mut self.tracks[index];
+        stats.frames += 1;
+        let keyframe = match track.kind {
             Track::Audio => {
-                self.audio.frames += 1;
-                self.audio.stereo |= codec::opus_is_stereo(payload);
+                stats.stereo |= codec::opus_is_stereo(payload);
                 let end_us = timestamp_us + codec::opus_duration_us(payload);
-                self.audio.end_us = self.audio.end_us.max(end_us);
-                (AUDIO_TRACK, true)
+                stats.end_us = stats.end_us.max(end_us);
+                true
             }
             Track::Video => {
-                let key = codec::vp8_keyframe(payload);
-                if self.video.frames == 0 {
-                    self.video.size = Some(key.ok_or(WebmError::VideoBeforeKeyframe)?);
-                } else {
-                    self.video.last_interval_us = timestamp_us - self.video.last_us;
-                }
-                self.video.frames += 1;
-                self.video.last_us = timestamp_us;
-                (VIDEO_TRACK, key.is_some())
+                stats.last_interval_us = timestamp_us - stats.last_us;
+                stats.last_us = timestamp_us;
+                vp8_key.is_some()
             }
         };
         let origin_us = *self.origin_us.get_or_insert(timestamp_us);
@@ -223,7 +303,7 @@ impl<W: Write + Seek> WebmWriter<W> {
         let age_ms = ms - self.cluster.timestamp_ms;
         let split = self.cluster.blocks.is_empty()
             || age_ms > MAX_RELATIVE_MS
-            || match track {
+            || match track.kind {
                 Track::Video => keyframe,
                 Track::Audio => age_ms >= CLUSTER_SPAN_MS,
             };
@@ -257,19 +337,20 @@ impl<W: Write + Seek> WebmWriter<W> {
         self.out.write_all(&cues)?;
         self.segment_len += cues.len() as u64;
 
-        let video_end_us = self.video.last_us + self.video.last_interval_us.min(MAX_VIDEO_FRAME_US);
-        let end_us = if self.video.frames > 0 {
-            video_end_us.max(self.audio.end_us)
-        } else {
-            self.audio.end_us
-        };
-        let duration_us = end_us - origin_us;
+        let end_us = self
+            .tracks
+            .iter()
+            .map(TrackStats::end_us)
+            .max()
+            .unwrap_or(origin_us);
+        let duration_us = end_us.max(origin_us) - origin_us;
+        let numbered = || (1..).zip(&self.tracks);
+        let entries: Vec<_> = numbered().map(|(number, t)| t.entry(number)).collect();
         let head = Head::build(&HeadValues {
             segment_size: Some(self.segment_len),
             cues_position,
             duration_ms: duration_us as f64 / 1000.0,
-            video: self.video.size,
-            audio_channels: (self.audio.frames > 0).then_some(if self.audio.stereo { 2 } else { 1 }),
+            tracks: &entries,
         });
         self.out.seek(SeekFrom::Start(self.start))?;
         self.out.write_all(&head.bytes)?;
@@ -277,11 +358,17 @@ impl<W: Write + Seek> WebmWriter<W> {
             self.start + self.segment_data_offset + self.segment_len,
         ))?;
         self.out.flush()?;
+        let frames_of = |kind| {
+            let of_kind = self.tracks.iter().filter(|t| t.key.kind == kind);
+            of_kind.map(|t| t.frames).sum()
+        };
         Ok(WebmSummary {
             duration_ms: (duration_us + 500) / 1000,
-            video_frames: self.video.frames,
-            audio_frames: self.audio.frames,
-            video_size: self.video.size,
+            start_us: origin_us,
+            video_frames: frames_of(Track::Video),
+            audio_frames: frames_of(Track::Audio),
+            video_size: self.tracks.iter().find_map(|t| t.size),
+            tracks: numbered().map(|(number, t)| t.summary(number)).collect(),
         })
     }
 
@@ -315,25 +402,34 @@ impl<W: Write + Seek> WebmWriter<W> {
 }
 
 /// The values the head states; each is written at a fixed width.
-struct HeadValues {
+struct HeadValues<'a> {
     /// `None` writes "unknown size", which is what a reader sees if the remux never finishes.
     segment_size: Option<u64>,
     cues_position: u64,
     duration_ms: f64,
-    /// `None`: no video track.
-    video: Option<FrameSize>,
-    /// `None`: no audio track.
-    audio_channels: Option<u8>,
+    tracks: &'a [EntryValues],
 }
 
-impl HeadValues {
+impl HeadValues<'_> {
     const PLACEHOLDER: Self = Self {
         segment_size: None,
         cues_position: 0,
         duration_ms: 0.0,
-        video: None,
-        audio_channels: None,
+        tracks: &[],
     };
+}
+
+/// What one TrackEntry states.
+struct EntryValues {
+    number: u8,
+    participant: ParticipantId,
+    media: EntryMedia,
+}
+
+enum EntryMedia {
+    Video(FrameSize),
+    /// The channel count.
+    Audio(u8),
 }
 
 struct Head {
@@ -364,9 +460,10 @@ impl Head {
             put_element(info, MUXING_APP, b"Confide");
             put_element(info, WRITING_APP, b"Confide");
         });
-        let tracks = tracks(values.video, values.audio_channels);
-        // An absent track leaves its room to a Void after Tracks, so the head keeps its length.
-        let room = self::tracks(Some(FrameSize { width: 1, height: 1 }), Some(1)).len();
+        let tracks = tracks(values.tracks);
+        // Tracks are given room for MAX_TRACKS of the longer kind of entry, plus the smallest
+        // Void, so that what they leave over is always a Void and the head keeps its length.
+        let room = tracks_room();
         // Positions count from the segment's data; the SeekHead itself comes first.
         let seek_head_len = seek_head(&[(INFO, 0), (TRACKS, 0), (CUES, 0)]).len() as u64;
         let info_position = seek_head_len;
@@ -378,9 +475,7 @@ impl Head {
         ]));
         bytes.extend_from_slice(&info);
         bytes.extend_from_slice(&tracks);
-        if room > tracks.len() {
-            put_void(&mut bytes, room - tracks.len());
-        }
+        put_void(&mut bytes, room - tracks.len());
         Self {
             bytes,
             segment_data_offset,
@@ -401,25 +496,57 @@ fn seek_head(targets: &[(u32, u64)]) -> Vec<u8> {
     out
 }
 
-fn tracks(video: Option<FrameSize>, audio_channels: Option<u8>) -> Vec<u8> {
+fn tracks(entries: &[EntryValues]) -> Vec<u8> {
     let mut out = Vec::new();
     put_master(&mut out, TRACKS, |tracks| {
-        if let Some(size) = video {
-            video_entry(tracks, size);
-        }
-        if let Some(channels) = audio_channels {
-            audio_entry(tracks, channels);
+        for entry in entries {
+            match entry.media {
+                EntryMedia::Video(size) => video_entry(tracks, entry.number, entry.participant, size),
+                EntryMedia::Audio(channels) => audio_entry(tracks, entry.number, entry.participant, channels),
+            }
         }
     });
     out
 }
 
-fn video_entry(out: &mut Vec<u8>, size: FrameSize) {
+/// The most bytes Tracks can take, plus the 2 of the smallest Void. Every entry field has a fixed
+/// width, so the longest entry of each kind is any entry of that kind.
+fn tracks_room() -> usize {
+    let participant = ParticipantId(uuid::Uuid::nil());
+    let video = EntryValues {
+        number: MAX_TRACKS as u8,
+        participant,
+        media: EntryMedia::Video(FrameSize { width: 1, height: 1 }),
+    };
+    let audio = EntryValues {
+        number: MAX_TRACKS as u8,
+        participant,
+        media: EntryMedia::Audio(2),
+    };
+    let longest = if tracks(std::slice::from_ref(&video)).len() >= tracks(std::slice::from_ref(&audio)).len()
+    {
+        video
+    } else {
+        audio
+    };
+    let entry_len = tracks(std::slice::from_ref(&longest)).len() - tracks(&[]).len();
+    // The element's own ID and an 8-byte size bound its header.
+    4 + 8 + MAX_TRACKS * entry_len + 2
+}
+
+/// "<participant id> audio" or "… video": what a player shows, and what tells the server whose
+/// track it is.
+fn track_name(participant: ParticipantId, kind: &str) -> Vec<u8> {
+    format!("{} {kind}", participant.0.hyphenated()).into_bytes()
+}
+
+fn video_entry(out: &mut Vec<u8>, number: u8, participant: ParticipantId, size: FrameSize) {
     put_master(out, TRACK_ENTRY, |entry| {
-        put_uint(entry, TRACK_NUMBER, VIDEO_TRACK.into());
-        put_uint(entry, TRACK_UID, VIDEO_TRACK.into());
+        put_uint(entry, TRACK_NUMBER, number.into());
+        put_uint(entry, TRACK_UID, number.into());
         put_uint(entry, TRACK_TYPE, 1);
         put_uint(entry, FLAG_LACING, 0);
+        put_element(entry, NAME, &track_name(participant, "video"));
         put_element(entry, CODEC_ID, b"V_VP8");
         put_master(entry, VIDEO, |video| {
             put_element(video, PIXEL_WIDTH, &size.width.to_be_bytes());
@@ -428,7 +555,7 @@ fn video_entry(out: &mut Vec<u8>, size: FrameSize) {
     });
 }
 
-fn audio_entry(out: &mut Vec<u8>, channels: u8) {
+fn audio_entry(out: &mut Vec<u8>, number: u8, participant: ParticipantId, channels: u8) {
     // OpusHead (RFC 7845 §5.1): version 1, channels, pre-skip, input rate 48 kHz, gain 0,
     // channel mapping family 0 (mono or stereo).
     let mut opus_head = [0u8; 19];
@@ -438,10 +565,11 @@ fn audio_entry(out: &mut Vec<u8>, channels: u8) {
     opus_head[10..12].copy_from_slice(&OPUS_PRE_SKIP.to_le_bytes());
     opus_head[12..16].copy_from_slice(&48_000u32.to_le_bytes());
     put_master(out, TRACK_ENTRY, |entry| {
-        put_uint(entry, TRACK_NUMBER, AUDIO_TRACK.into());
-        put_uint(entry, TRACK_UID, AUDIO_TRACK.into());
+        put_uint(entry, TRACK_NUMBER, number.into());
+        put_uint(entry, TRACK_UID, number.into());
         put_uint(entry, TRACK_TYPE, 2);
         put_uint(entry, FLAG_LACING, 0);
+        put_element(entry, NAME, &track_name(participant, "audio"));
         put_element(entry, CODEC_ID, b"A_OPUS");
         put_element(entry, CODEC_PRIVATE, &opus_head);
         put_uint(entry, CODEC_DELAY, OPUS_CODEC_DELAY_NS);
@@ -551,22 +679,30 @@ mod tests {
     #[test]
     fn the_head_has_one_length_whatever_it_states() {
         let placeholder = Head::build(&HeadValues::PLACEHOLDER);
-        for video in [
-            None,
-            Some(FrameSize {
-                width: 16383,
-                height: 1,
-            }),
-        ] {
-            for audio_channels in [None, Some(1), Some(2)] {
+        let entry = |number: usize, video: bool| EntryValues {
+            number: number as u8,
+            participant: ParticipantId(uuid::Uuid::from_u128(u128::MAX - number as u128)),
+            media: if video {
+                EntryMedia::Video(FrameSize {
+                    width: 16383,
+                    height: 1,
+                })
+            } else {
+                EntryMedia::Audio(2)
+            },
+        };
+        for count in 0..=MAX_TRACKS {
+            for video_every in [1, 2, 3, usize::MAX] {
+                let entries: Vec<_> = (1..=count)
+                    .map(|n| entry(n, video_every != usize::MAX && n % video_every == 0))
+                    .collect();
                 let head = Head::build(&HeadValues {
                     segment_size: Some((1 << 56) - 2),
                     cues_position: u64::MAX,
                     duration_ms: 1e9,
-                    video,
-                    audio_channels,
+                    tracks: &entries,
                 });
-                assert_eq!(head.bytes.len(), placeholder.bytes.len());
+                assert_eq!(head.bytes.len(), placeholder.bytes.len(), "{count} tracks");
                 assert_eq!(head.segment_data_offset, placeholder.segment_data_offset);
             }
         }

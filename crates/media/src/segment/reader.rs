@@ -9,13 +9,14 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    AUTHENTICATED_HEADER_LEN, CHUNK_HEAD_LEN, Frame, HEADER_LEN, HEADER_NONCE_CHUNK, KIND_DATA, KIND_FINAL,
-    MAGIC, MAX_CHUNK_LEN, SegmentError, SegmentHeader, TAG_LEN, TRAILER_LEN, chunk_aad, chunk_nonce,
-    decode_frame,
+    AUTHENTICATED_HEADER_LEN, CHUNK_HEAD_LEN, HEADER_LEN, HEADER_NONCE_CHUNK, KIND_DATA, KIND_FINAL, MAGIC,
+    MAX_CHUNK_LEN, Record, SegmentError, SegmentHeader, StoredFrame, TAG_LEN, TRAILER_LEN, chunk_aad,
+    chunk_nonce, decode_record,
 };
 use crate::keys::DataKey;
+use crate::sfu::ParticipantId;
 
-/// Reads one segment's frames in order. Each chunk is authenticated whole before any of its
+/// Reads one segment's frames in order, each with its sender. Each chunk is authenticated whole before any of its
 /// frames is yielded, so a frame is never taken from a damaged chunk. After the first error the
 /// iterator ends; a segment cut off by a crash yields every sealed frame and then
 /// [`SegmentError::Truncated`].
@@ -26,6 +27,8 @@ pub struct SegmentReader<R: Read> {
     authenticated_header: [u8; AUTHENTICATED_HEADER_LEN],
     next_chunk: u64,
     frames: u64,
+    /// The participant behind each sender number, as the segment named them.
+    senders: Vec<ParticipantId>,
     /// Frame records of the last chunk read that are not yet yielded.
     pending: Bytes,
     /// The frame count from the final chunk, once it is read.
@@ -89,6 +92,7 @@ impl<R: Read> SegmentReader<R> {
             authenticated_header,
             next_chunk: 0,
             frames: 0,
+            senders: Vec::new(),
             pending: Bytes::new(),
             final_count: None,
             done: false,
@@ -99,15 +103,32 @@ impl<R: Read> SegmentReader<R> {
         &self.header
     }
 
-    fn next_frame(&mut self) -> Result<Option<Frame>, SegmentError> {
+    fn next_frame(&mut self) -> Result<Option<StoredFrame>, SegmentError> {
         loop {
             if !self.pending.is_empty() {
-                let frame = decode_frame(&mut self.pending).map_err(|reason| SegmentError::Corrupt {
+                let corrupt = |reason| SegmentError::Corrupt {
                     chunk: self.next_chunk - 1,
                     reason,
-                })?;
-                self.frames += 1;
-                return Ok(Some(frame));
+                };
+                match decode_record(&mut self.pending).map_err(corrupt)? {
+                    Record::Sender { number, id } => {
+                        if usize::from(number) != self.senders.len() {
+                            return Err(corrupt("sender numbered out of turn"));
+                        }
+                        if self.senders.contains(&id) {
+                            return Err(corrupt("sender named twice"));
+                        }
+                        self.senders.push(id);
+                        continue;
+                    }
+                    Record::Frame { sender, frame } => {
+                        let Some(&sender) = self.senders.get(usize::from(sender)) else {
+                            return Err(corrupt("frame of a sender not yet named"));
+                        };
+                        self.frames += 1;
+                        return Ok(Some(StoredFrame { sender, frame }));
+                    }
+                }
             }
             if let Some(count) = self.final_count {
                 if count != self.frames {
@@ -192,7 +213,7 @@ impl<R: Read> SegmentReader<R> {
 }
 
 impl<R: Read> Iterator for SegmentReader<R> {
-    type Item = Result<Frame, SegmentError>;
+    type Item = Result<StoredFrame, SegmentError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

@@ -198,7 +198,9 @@ impl Sfu {
         let Some(route @ (room, participant)) = route else {
             return;
         };
-        self.routes.insert(source, route);
+        if known.is_none() {
+            self.routes.insert(source, route);
+        }
         if let Some(r) = self.rooms.get_mut(&room) {
             r.handle_input(participant, input, now, &mut self.out);
         }

@@ -5,15 +5,25 @@
 //! store, where the recording was bound to its consultation when the consultation started. A frame of
 //! a room without a segment is dropped.
 //!
+//! Nobody is recorded without their consent: a frame is written only if its sender's consent for
+//! its room is on record here ([`Recorder::set_consent`]), and is dropped before it is encrypted
+//! otherwise. The default is "not recorded", so a participant whose consent was never passed on is
+//! left out rather than recorded by mistake. A decision holds from the moment the recorder takes it:
+//! frames it handles afterwards follow it, whether they are in the current segment or a later one.
+//! A room's decisions are forgotten when its recording is finished ([`Recorder::finish`]), so the
+//! caller states them again when people join.
+//!
 //! A frame's time is on its room's clock (since the SFU opened the room). A recording has one clock for
 //! all its segments, so when a room opens after its recording began (the server restarted), the caller
 //! gives the offset that puts the room's clock on the recording's.
 //!
-//! Segment files are `DIR/<recording id>/<segment index>.seg`. Writing and syncing them blocks, so the
-//! writers live on a thread of their own; a task forwards the SFU's frames to it, with a tick every
-//! [`TICK`] that seals buffered frames, so a crash loses at most about a second of a call.
+//! Segment files are `DIR/<recording id>/<segment index>.seg`. Writing and syncing them blocks, so
+//! the writers live on a thread of their own (and each segment's sealed chunks are written and synced
+//! on a thread of that segment's, so one room's slow sync holds up neither the others nor the next
+//! chunk); a task forwards the SFU's frames to it, with a tick every [`TICK`] that seals buffered
+//! frames, so a crash loses at most about a second of a call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 use uuid::Uuid;
 
-use super::{RecordedFrame, RoomId};
+use super::{ParticipantId, RecordedFrame, RoomId};
 use crate::keys::DataKey;
 use crate::segment::{SegmentHeader, SegmentWriter, WriteError};
 
@@ -71,6 +81,12 @@ enum Input {
         room: RoomId,
         reply: oneshot::Sender<Result<(), RecorderError>>,
     },
+    Consent {
+        room: RoomId,
+        participant: ParticipantId,
+        consents: bool,
+        reply: oneshot::Sender<()>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -81,6 +97,7 @@ impl Recorder {
         let writers = Writers {
             dir: dir.clone(),
             rooms: HashMap::new(),
+            consent: HashMap::new(),
         };
         std::thread::Builder::new()
             .name("confide-recorder".into())
@@ -139,6 +156,26 @@ impl Recorder {
         done.await.map_err(|_| RecorderError::Stopped)?
     }
 
+    /// Records `participant`'s frames in `room` from now on if `consents`, or leaves them out from now
+    /// on if not. Until this is called for a participant, their frames are left out. Returns once the
+    /// writer thread has taken the decision, so frames it handles afterwards follow it.
+    pub async fn set_consent(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        consents: bool,
+    ) -> Result<(), RecorderError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Input::Consent {
+            room,
+            participant,
+            consents,
+            reply,
+        })
+        .await?;
+        done.await.map_err(|_| RecorderError::Stopped)
+    }
+
     /// Finishes every segment and stops the recorder.
     pub async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
@@ -152,10 +189,11 @@ impl Recorder {
     }
 }
 
-/// The writer thread's state: each room's current segment.
+/// The writer thread's state: each room's current segment, and who in it may be recorded.
 struct Writers {
     dir: PathBuf,
     rooms: HashMap<RoomId, Current>,
+    consent: HashMap<RoomId, HashSet<ParticipantId>>,
 }
 
 struct Current {
@@ -179,7 +217,17 @@ impl Writers {
                     let _ = reply.send(self.start(room, header, &key, offset_us));
                 }
                 Input::Finish { room, reply } => {
+                    self.consent.remove(&room);
                     let _ = reply.send(self.finish(room));
+                }
+                Input::Consent {
+                    room,
+                    participant,
+                    consents,
+                    reply,
+                } => {
+                    self.set_consent(room, participant, consents);
+                    let _ = reply.send(());
                 }
                 Input::Shutdown(reply) => {
                     self.finish_all();
@@ -193,16 +241,41 @@ impl Writers {
     }
 
     fn push(&mut self, mut recorded: RecordedFrame) {
+        let consented = self
+            .consent
+            .get(&recorded.room)
+            .is_some_and(|who| who.contains(&recorded.sender.id));
+        if !consented {
+            return;
+        }
         let Some(current) = self.rooms.get_mut(&recorded.room) else {
             return;
         };
         let frame = &mut recorded.frame;
         frame.timestamp_us = frame.timestamp_us.saturating_add(current.offset_us);
-        if let Err(e) = current.writer.push(frame) {
-            // A writer that failed takes nothing more (its nonces must not be reused); the room's
-            // frames are dropped until its next segment starts.
-            error!(room = ?recorded.room, error = %e, "recording segment write failed");
-            self.rooms.remove(&recorded.room);
+        match current.writer.push(recorded.sender.id, frame) {
+            Ok(()) => {}
+            // The writer is still sound: only this frame is lost.
+            Err(e @ (WriteError::FrameTooLarge { .. } | WriteError::TooManySenders)) => {
+                warn!(room = ?recorded.room, error = %e, "recording dropped a frame");
+            }
+            Err(e) => {
+                // A writer that failed takes nothing more (its nonces must not be reused); the room's
+                // frames are dropped until its next segment starts.
+                error!(room = ?recorded.room, error = %e, "recording segment write failed");
+                self.rooms.remove(&recorded.room);
+            }
+        }
+    }
+
+    fn set_consent(&mut self, room: RoomId, participant: ParticipantId, consents: bool) {
+        if consents {
+            self.consent.entry(room).or_default().insert(participant);
+        } else if let Some(who) = self.consent.get_mut(&room) {
+            who.remove(&participant);
+            if who.is_empty() {
+                self.consent.remove(&room);
+            }
         }
     }
 
@@ -298,13 +371,22 @@ mod tests {
         DataKey::generate(&mut StdRng::seed_from_u64(seed))
     }
 
+    const PATIENT: ParticipantId = ParticipantId(Uuid::from_u128(1));
+    const CLINICIAN: ParticipantId = ParticipantId(Uuid::from_u128(2));
+
     fn frame(room: RoomId, text: &str) -> RecordedFrame {
+        frame_from(PATIENT, room, text)
+    }
+
+    fn frame_from(id: ParticipantId, room: RoomId, text: &str) -> RecordedFrame {
+        let role = if id == CLINICIAN {
+            Role::Clinician
+        } else {
+            Role::Patient
+        };
         RecordedFrame {
             room,
-            sender: Participant {
-                id: ParticipantId(Uuid::from_u128(1)),
-                role: Role::Patient,
-            },
+            sender: Participant { id, role },
             frame: Frame {
                 track: Track::Audio,
                 timestamp_us: 0,
@@ -323,9 +405,20 @@ mod tests {
     }
 
     fn payloads(dir: &Path, recording: Uuid, index: u32, key: &DataKey) -> Vec<String> {
+        sent(dir, recording, index, key)
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect()
+    }
+
+    /// Each frame of a segment: who sent it, and its payload as text.
+    fn sent(dir: &Path, recording: Uuid, index: u32, key: &DataKey) -> Vec<(ParticipantId, String)> {
         SegmentReader::open(&segment_path(dir, recording, index), key, recording, index)
             .unwrap()
-            .map(|f| String::from_utf8(f.unwrap().payload.to_vec()).unwrap())
+            .map(|f| {
+                let f = f.unwrap();
+                (f.sender, String::from_utf8(f.payload.to_vec()).unwrap())
+            })
             .collect()
     }
 
@@ -340,6 +433,9 @@ mod tests {
         let (rec_a, rec_b) = (Uuid::from_u128(0xA0), Uuid::from_u128(0xB0));
         let (key_a, key_b) = (key(1), key(2));
 
+        for room in [a, b] {
+            recorder.set_consent(room, PATIENT, true).await.unwrap();
+        }
         frames.send(frame(a, "a-before")).await.unwrap();
         // Frames reach the writer thread through the forwarding task and signaling directly, so
         // their order is only kept across a pause, as the SFU's frames would have had.
@@ -404,6 +500,7 @@ mod tests {
         let recorder = Recorder::start(dir.path().to_owned(), rx).unwrap();
         let room = RoomId(Uuid::from_u128(7));
         let recording = Uuid::from_u128(70);
+        recorder.set_consent(room, PATIENT, true).await.unwrap();
         recorder
             .start_segment(room, header(recording, 0), key(3), 0)
             .await
@@ -421,5 +518,75 @@ mod tests {
             Err(SegmentError::Truncated { intact_chunks: 1 })
         ));
         recorder.shutdown().await;
+    }
+
+    /// Only frames of participants whose consent is on record are written, from the moment it is
+    /// given until the moment it is withdrawn; a finished recording forgets every decision.
+    #[tokio::test]
+    async fn only_consenting_participants_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (frames, rx) = mpsc::channel(16);
+        let recorder = Recorder::start(dir.path().to_owned(), rx).unwrap();
+        let room = RoomId(Uuid::from_u128(9));
+        let other_room = RoomId(Uuid::from_u128(10));
+        let recording = Uuid::from_u128(90);
+        recorder
+            .start_segment(room, header(recording, 0), key(4), 0)
+            .await
+            .unwrap();
+        // Consent is per room: the patient's consent elsewhere does not carry over.
+        recorder.set_consent(other_room, PATIENT, true).await.unwrap();
+        let send = |who, text: &'static str| {
+            let frames = frames.clone();
+            async move {
+                frames.send(frame_from(who, room, text)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        };
+        send(PATIENT, "p-unasked").await;
+        send(CLINICIAN, "c-unasked").await;
+        recorder.set_consent(room, PATIENT, true).await.unwrap();
+        send(PATIENT, "p-1").await;
+        send(CLINICIAN, "c-still-unasked").await;
+        recorder.set_consent(room, CLINICIAN, true).await.unwrap();
+        send(CLINICIAN, "c-1").await;
+        recorder.set_consent(room, PATIENT, false).await.unwrap();
+        send(PATIENT, "p-withdrawn").await;
+        send(CLINICIAN, "c-2").await;
+        // A switch starts a new segment: the decisions stay.
+        recorder
+            .start_segment(room, header(recording, 1), key(4), 0)
+            .await
+            .unwrap();
+        send(PATIENT, "p-still-withdrawn").await;
+        recorder.set_consent(room, PATIENT, true).await.unwrap();
+        send(PATIENT, "p-2").await;
+        send(CLINICIAN, "c-3").await;
+        recorder.finish(room).await.unwrap();
+        recorder
+            .start_segment(room, header(recording, 2), key(4), 0)
+            .await
+            .unwrap();
+        send(PATIENT, "p-forgotten").await;
+        send(CLINICIAN, "c-forgotten").await;
+        recorder.shutdown().await;
+
+        assert_eq!(
+            sent(dir.path(), recording, 0, &key(4)),
+            [
+                (PATIENT, "p-1".to_owned()),
+                (CLINICIAN, "c-1".to_owned()),
+                (CLINICIAN, "c-2".to_owned()),
+            ]
+        );
+        assert_eq!(
+            sent(dir.path(), recording, 1, &key(4)),
+            [(PATIENT, "p-2".to_owned()), (CLINICIAN, "c-3".to_owned())]
+        );
+        assert_eq!(sent(dir.path(), recording, 2, &key(4)), []);
+        assert!(matches!(
+            recorder.set_consent(room, PATIENT, true).await,
+            Err(RecorderError::Stopped)
+        ));
     }
 }

@@ -10,8 +10,8 @@ use confide_domain::audit::Outcome;
 use confide_domain::consultation::Consultation;
 use confide_domain::ids::{ConsultationId, RecordingId};
 use confide_domain::policy::actions::{
-    BookAppointment, CancelAppointment, CheckIn, ListAppointments, ReadAppointment, RescheduleAppointment,
-    RunConsultation, ViewFreeSlots,
+    BookAppointment, CancelAppointment, CheckIn, ListAppointments, ReadAppointment, ReadTriageSummary,
+    RescheduleAppointment, RunConsultation, ViewFreeSlots,
 };
 use confide_domain::policy::{Action, AppointmentRef, PatientAtPractice};
 use confide_domain::practice::TimeZoneName;
@@ -99,6 +99,10 @@ pub struct AppointmentView {
     pub sequence: i64,
     pub checked_in_at: Option<String>,
     pub cancel_message: Option<String>,
+    /// The symptom checker's summary the patient chose to share when booking: shown to the patient and to
+    /// the appointment's own clinician only; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage_summary: Option<crate::api::triage::TriageSummaryView>,
 }
 
 impl From<Appointment> for AppointmentView {
@@ -129,6 +133,7 @@ impl From<Appointment> for AppointmentView {
             sequence: a.sequence,
             checked_in_at: a.checked_in_at_ms.map(rfc3339),
             cancel_message: a.cancel_message,
+            triage_summary: None,
         }
     }
 }
@@ -404,6 +409,9 @@ pub struct BookRequest {
     pub reason: String,
     /// The patient's IANA time zone, for the alternatives offered if the slot was just taken.
     pub tz: Option<String>,
+    /// One of the patient's own finished symptom checks, to share its summary with the clinician.
+    #[serde(default)]
+    pub triage_session_id: Option<Uuid>,
 }
 
 fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), ApiError> {
@@ -458,6 +466,13 @@ pub async fn book(
         practice: clinician_ref.practice,
     };
     let grant = state.authorize::<BookAppointment>(session, on, request).await?;
+    let shared = match req.triage_session_id {
+        Some(id) => Some(crate::api::triage::summary_to_share(state, session, id, request).await?),
+        None => None,
+    };
+    let shared_json = shared
+        .as_ref()
+        .map(|(_, summary)| serde_json::to_string(summary).expect("a summary serialises"));
     let tz = practice_zone(state, clinician_ref.practice).await?;
     let viewer = viewer_zone(req.tz.as_deref(), &tz)?;
     let summary = state
@@ -472,9 +487,13 @@ pub async fn book(
     let now_ms = state.clock.now_ms();
     let (start_ms, end_ms) = (slot.start.as_millisecond(), slot.end.as_millisecond());
     let jobs = booking_jobs(id, JobKind::Booked, now_ms, start_ms);
+    let triage = shared
+        .as_ref()
+        .zip(shared_json.as_deref())
+        .map(|((grant, _), summary)| confide_store::SharedTriage { grant, summary });
     let booked = state
         .store
-        .book_appointment(
+        .book_appointment_sharing(
             &grant,
             NewAppointment {
                 id,
@@ -486,6 +505,7 @@ pub async fn book(
                 at_ms: now_ms,
                 jobs: &jobs,
             },
+            triage,
         )
         .await;
     let appointment = match booked {
@@ -496,7 +516,9 @@ pub async fn book(
     };
     record_change(state, session, &appointment, "appointment.booked", request).await?;
     state.kick_jobs();
-    Ok(appointment.into())
+    let mut view = AppointmentView::from(appointment);
+    view.triage_summary = shared.map(|(_, summary)| summary);
+    Ok(view)
 }
 
 /// Records a change that happened, beside the gate's record of it being allowed.
@@ -598,12 +620,38 @@ pub async fn get(
 ) -> Result<AppointmentView, ApiError> {
     let on = appointment_ref(state, session, id, Action::ReadAppointment, request).await?;
     let grant = state.authorize::<ReadAppointment>(session, on, request).await?;
-    Ok(state
+    let mut view: AppointmentView = state
         .store
         .appointment(&grant)
         .await?
         .ok_or(ApiError::NotFound)?
-        .into())
+        .into();
+    view.triage_summary = triage_summary(state, session, on, request).await?;
+    Ok(view)
+}
+
+/// The summary shared with the appointment, when there is one and the gate lets the caller read it; a
+/// colleague who may read the appointment still does not see it.
+async fn triage_summary(
+    state: &AppState,
+    session: &Session,
+    on: AppointmentRef,
+    request: &RequestId,
+) -> Result<Option<crate::api::triage::TriageSummaryView>, ApiError> {
+    if !state.store.appointment_has_triage(on.id).await? {
+        return Ok(None);
+    }
+    let grant = match state.authorize::<ReadTriageSummary>(session, on, request).await {
+        Ok(grant) => grant,
+        Err(ApiError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(stored) = state.store.appointment_triage(&grant).await? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&stored.summary)
+        .map(Some)
+        .map_err(|e| ApiError::Unavailable(format!("shared triage summary of appointment {}: {e}", on.id)))
 }
 
 #[utoipa::path(get, path = "/api/v1/appointments/{id}", tag = "appointments", params(("id" = Uuid, Path)),

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use confide_domain::AppointmentId;
 use confide_domain::audit::{AuditEvent, Outcome};
-use confide_domain::consultation::ConsultationMode;
+use confide_domain::consultation::{ConsentDecision, ConsultationMode};
 use confide_domain::policy::actions::JoinConsultation;
 use confide_domain::policy::{Action, Grant};
 use confide_store::CallFacts;
@@ -45,6 +45,11 @@ pub struct CallRequest {
     pub sdp: String,
     /// The mode the browser is in: `video` or `audio_only`.
     pub mode: CallMode,
+    /// The caller's answer to being recorded, asked before joining: `given` or `withdrawn`. Absent
+    /// keeps the decision on record; with none on record, the caller is not recorded.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "given")]
+    pub consent: Option<ConsentDecision>,
 }
 
 #[derive(Serialize, ToSchema, Clone, Debug)]
@@ -118,6 +123,9 @@ pub async fn join(
     request: &RequestId,
 ) -> Result<CallAnswer, ApiError> {
     let grant = join_grant(state, session, id, request).await?;
+    if let Some(decision) = req.consent {
+        crate::api::consultation_records::record_consent(state, session, id, decision, request).await?;
+    }
     let answer = state
         .calls
         .join(
@@ -167,6 +175,9 @@ pub async fn switch_mode(
     request: &RequestId,
 ) -> Result<CallAnswer, ApiError> {
     let grant = join_grant(state, session, id, request).await?;
+    if let Some(decision) = req.consent {
+        crate::api::consultation_records::record_consent(state, session, id, decision, request).await?;
+    }
     let answer = state
         .calls
         .switch_mode(

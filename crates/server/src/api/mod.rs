@@ -4,9 +4,12 @@ pub mod appointments;
 pub mod auth;
 pub mod availability;
 pub mod calls;
+pub mod consultation_records;
 pub mod patients;
 pub mod practices;
+pub mod recordings;
 pub mod registrations;
+pub mod triage;
 
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -22,7 +25,7 @@ use crate::AppState;
         Authentication is the `confide_session` cookie set by `POST /api/v1/auth/login`; state-changing requests \
         must be JSON and same-origin."),
     tags((name = "auth"), (name = "practices"), (name = "registrations"), (name = "patients"),
-        (name = "appointments"), (name = "calls"), (name = "scheduling"))
+        (name = "appointments"), (name = "calls"), (name = "recordings"), (name = "scheduling"), (name = "triage"))
 )]
 struct ApiDoc;
 
@@ -67,6 +70,22 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(calls::join_handler))
         .routes(routes!(calls::mode_handler))
         .routes(routes!(calls::leave_handler))
+        .routes(routes!(
+            consultation_records::consent_handler,
+            consultation_records::consent_log_handler
+        ))
+        .routes(routes!(
+            consultation_records::post_message_handler,
+            consultation_records::messages_handler
+        ))
+        .routes(routes!(consultation_records::message_events_handler))
+        .routes(routes!(recordings::list_handler))
+        .routes(routes!(recordings::get_handler))
+        .routes(routes!(recordings::media_handler))
+        .routes(routes!(recordings::playback_handler))
+        .routes(routes!(recordings::break_glass_handler))
+        .routes(routes!(recordings::retention_handler))
+        .routes(routes!(recordings::replay_handler))
         .routes(routes!(availability::availability_handler))
         .routes(routes!(availability::add_rule_handler))
         .routes(routes!(availability::remove_rule_handler))
@@ -74,4 +93,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(availability::remove_exception_handler))
         .routes(routes!(availability::day_handler))
         .routes(routes!(availability::set_cutoff_handler))
+        .routes(routes!(triage::start_handler, triage::list_handler))
+        .routes(routes!(triage::get_handler))
+        .routes(routes!(triage::answer_handler))
+        .routes(routes!(triage::back_handler))
+        .routes(routes!(triage::anonymous_answer_handler))
+        .routes(routes!(triage::anonymous_back_handler))
 }

@@ -195,6 +195,8 @@ pub struct AccessView {
     pub action: String,
     /// `allowed`, or `denied` for an attempt the gate refused.
     pub outcome: String,
+    /// Why: the gate's reason, or for `recording.break_glass.opened` the clinician's own words.
+    pub reason: String,
 }
 
 pub async fn access_log(
@@ -217,6 +219,7 @@ pub async fn access_log(
             actor_role: e.actor_role.map(|r| r.as_str().to_owned()),
             action: e.action,
             outcome: e.outcome.as_str().to_owned(),
+            reason: e.reason,
         })
         .collect())
 }

@@ -261,6 +261,8 @@ struct SlotPicker {
     days: Vec<SlotDay>,
     /// Other free times, after the one chosen was taken.
     alternatives: Vec<SlotRow>,
+    /// The symptom check whose summary the patient chose to share with the booking; empty for none.
+    triage: String,
 }
 
 /// The first day to show: the one asked for, but never before today.
@@ -322,6 +324,9 @@ pub struct BookQuery {
     kind: String,
     tz: String,
     clinician_id: String,
+    /// From a symptom check's result: which one, and whether the patient ticked to share it.
+    triage: String,
+    share: String,
 }
 
 struct ClinicianChoice {
@@ -384,12 +389,21 @@ async fn book_page(
         })
         .collect();
     let today = practice_today(state, &practice.time_zone)?;
-    let filters = format!(
+    let triage = match non_empty(&query.triage).filter(|_| query.share == "yes") {
+        Some(raw) => Uuid::parse_str(&raw)
+            .map_err(|_| PageError::NotFound)?
+            .to_string(),
+        None => String::new(),
+    };
+    let mut filters = format!(
         "&kind={}&tz={}&clinician_id={}",
         encode(&query.kind),
         encode(&query.tz),
         clinician.map(|c| c.to_string()).unwrap_or_default()
     );
+    if !triage.is_empty() {
+        filters.push_str(&format!("&triage={triage}&share=yes"));
+    }
     let preferred = non_empty(&query.kind);
     let mut picker = SlotPicker::week(
         first_day(&query.from, today),
@@ -400,6 +414,7 @@ async fn book_page(
     .with_alternatives(alternatives, preferred.as_deref());
     picker.action = "/appointments/book".to_owned();
     picker.booking = true;
+    picker.triage = triage;
     picker.tz = query.tz.clone();
     picker.zone = non_empty(&query.tz).unwrap_or_else(|| practice.time_zone.clone());
     let slots = SlotsQuery {
@@ -451,6 +466,8 @@ pub struct BookForm {
     tz: String,
     /// The first day of the list the slot was chosen from, to show it again if booking fails.
     from: String,
+    /// A symptom check to share with the clinician; empty for none.
+    triage_session_id: String,
 }
 
 pub async fn book(
@@ -462,12 +479,17 @@ pub async fn book(
 ) -> Result<Response, PageError> {
     own_patient_id(&session)?;
     let clinician_id = Uuid::parse_str(form.clinician_id.trim()).map_err(|_| PageError::NotFound)?;
+    let triage_session_id = match non_empty(&form.triage_session_id) {
+        Some(raw) => Some(Uuid::parse_str(&raw).map_err(|_| PageError::NotFound)?),
+        None => None,
+    };
     let booking = BookRequest {
         clinician_id,
         start: form.start,
         kind: form.kind,
         reason: form.reason,
         tz: non_empty(&form.tz),
+        triage_session_id,
     };
     match api::appointments::book(&state, &session, &booking, &request).await {
         Ok(booked) => Ok(Redirect::to(&appointment_url(booked.id, "booked")).into_response()),
@@ -475,6 +497,12 @@ pub async fn book(
             let query = BookQuery {
                 from: form.from,
                 tz: form.tz,
+                share: if triage_session_id.is_some() {
+                    "yes".to_owned()
+                } else {
+                    String::new()
+                },
+                triage: form.triage_session_id,
                 ..BookQuery::default()
             };
             let layout = Layout::new(Some(&session), &csrf);

@@ -1,5 +1,7 @@
 //! The call page: a consultation's video call in the browser, for its patient and its clinician. The
-//! page only holds the controls; `call.js` does the WebRTC and talks to the signaling API.
+//! page only holds the controls; `call.js` does the WebRTC and talks to the signaling API. Before joining,
+//! the page asks whether the viewer may be recorded, and during the call it lets them change their mind
+//! and chat; both go through the consultation-record API, which asks the gate again.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -24,6 +26,8 @@ struct CallPage {
     /// `video` or `audio_only`: the mode the call is in now.
     mode: &'static str,
     running: bool,
+    /// The viewer's user id, so the chat can tell their own messages.
+    me: Uuid,
 }
 
 pub async fn call(
@@ -47,6 +51,7 @@ pub async fn call(
         with,
         mode: facts.segments.last().map_or("video", |s| s.mode.as_str()),
         running: facts.status == AppointmentStatus::InConsultation,
+        me: session.account().id.as_uuid(),
     };
     Ok(page.into_response())
 }

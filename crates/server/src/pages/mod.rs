@@ -8,7 +8,9 @@ mod csrf;
 mod home;
 mod patient;
 mod practice;
+mod recordings;
 mod schedule;
+mod triage;
 
 use std::borrow::Cow;
 
@@ -64,6 +66,16 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/appointments/{id}/reschedule",
             get(appointments::reschedule_form).post(appointments::reschedule),
         )
+        .route("/recordings", get(recordings::list))
+        .route("/recordings/{id}", get(recordings::detail))
+        .route(
+            "/recordings/{id}/break-glass",
+            get(recordings::break_glass_form).post(recordings::break_glass),
+        )
+        .route("/triage", get(triage::form).post(triage::start))
+        .route("/triage/answer", post(triage::answer))
+        .route("/triage/back", post(triage::back))
+        .route("/triage/{id}", get(triage::show))
         .route("/schedule", get(schedule::day))
         .route("/schedule/appointments/{id}", post(schedule::act))
         .route("/availability", get(schedule::availability))
@@ -185,6 +197,9 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "exception_added" => "The change for that day was added.",
         "exception_removed" => "The change for that day was removed.",
         "cutoff_saved" => "The booking cutoff was saved.",
+        "glass_broken" => {
+            "You may open this recording for the next hour. The patient will see that you did, and why."
+        }
         _ => return None,
     })
 }
@@ -497,6 +512,10 @@ fn action_label(action: &str) -> Cow<'static, str> {
         "patient.registrations.list" => "Listed your registrations",
         "registration.request" => "Asked a practice to register you",
         "registration.decide" => "Decided your registration request",
+        "recording.read" => "Looked at a recording of your consultation",
+        "recording.play" => "Played a recording of your consultation",
+        "recording.break_glass" => "Asked to open a recording of your consultation in an emergency",
+        "recording.break_glass.opened" => "Opened a recording of your consultation in an emergency",
         other => return Cow::Owned(other.to_owned()),
     })
 }

@@ -71,6 +71,8 @@ struct AccessRow {
     role: &'static str,
     what: Cow<'static, str>,
     refused: bool,
+    /// The reason a clinician gave for opening a recording by break-glass.
+    reason: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -98,6 +100,7 @@ pub async fn access_log(
                 role: e.actor_role.as_deref().map_or("Unknown role", role_label),
                 what: action_label(&e.action),
                 refused: e.outcome != "allowed",
+                reason: (e.action == "recording.break_glass.opened").then_some(e.reason),
             })
             .collect(),
     })

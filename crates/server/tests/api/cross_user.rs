@@ -32,6 +32,7 @@ pub enum Target {
     Rule,
     /// An availability exception, under its clinician's path.
     Exception,
+    Recording,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +68,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/v1/patients/{id}/access-log", Target::Patient),
     ep("GET", "/api/v1/practices/{id}/slots", Target::Practice),
     ep("PUT", "/api/v1/practices/{id}/booking-cutoff", Target::Practice),
+    ep(
+        "PUT",
+        "/api/v1/practices/{id}/recording-retention",
+        Target::Practice,
+    ),
+    ep("PUT", "/api/v1/practices/{id}/replay", Target::Practice),
+    ep("GET", "/api/v1/recordings", Target::None),
+    ep("GET", "/api/v1/recordings/{id}", Target::Recording),
+    ep("GET", "/api/v1/recordings/{id}/media", Target::Recording),
+    // Before completing, while the recording is still being made: break-glass first, so that a
+    // colleague who broke the glass then reaches the recording's (not yet playable) media.
+    ep("POST", "/api/v1/recordings/{id}/break-glass", Target::Recording),
+    ep("POST", "/api/v1/recordings/{id}/playback", Target::Recording),
     ep("GET", "/api/v1/appointments", Target::None),
     ep("POST", "/api/v1/appointments", Target::ClinicianInBody),
     ep("GET", "/api/v1/appointments/{id}", Target::Appointment),
@@ -85,6 +99,24 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep(
         "POST",
         "/api/v1/appointments/{id}/call/leave",
+        Target::Appointment,
+    ),
+    // The consultation's record beside its media: consent and chat, while it runs and after.
+    ep(
+        "POST",
+        "/api/v1/appointments/{id}/call/consent",
+        Target::Appointment,
+    ),
+    ep(
+        "GET",
+        "/api/v1/appointments/{id}/call/consent",
+        Target::Appointment,
+    ),
+    ep("POST", "/api/v1/appointments/{id}/messages", Target::Appointment),
+    ep("GET", "/api/v1/appointments/{id}/messages", Target::Appointment),
+    ep(
+        "GET",
+        "/api/v1/appointments/{id}/messages/events",
         Target::Appointment,
     ),
     ep("POST", "/api/v1/appointments/{id}/complete", Target::Appointment),
@@ -135,6 +167,15 @@ struct Appt {
     in_call: BTreeSet<UserId>,
 }
 
+/// A consultation's recording, with the owners it was bound to when the consultation started.
+#[derive(Clone, Debug)]
+struct Rec {
+    id: Uuid,
+    patient: UserId,
+    clinician: UserId,
+    practice: PracticeId,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
     Pending,
@@ -165,6 +206,9 @@ struct Model {
     rules: Vec<(Uuid, UserId)>,
     exceptions: Vec<(Uuid, UserId)>,
     appts: Vec<Appt>,
+    recordings: Vec<Rec>,
+    /// Who broke the glass on which recording (within the hour the test runs in).
+    glass: BTreeSet<(UserId, Uuid)>,
 }
 
 impl Model {
@@ -242,6 +286,8 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
         ("POST", "/api/v1/practices") => allowed(role == Role::PlatformAdmin && who.mfa, Created),
         ("GET", "/api/v1/registrations") => allowed(is_patient, Ok),
         ("GET", "/api/v1/appointments") => allowed(is_patient, Ok),
+        // A patient's own recordings; a clinician's of the consultations they ran.
+        ("GET", "/api/v1/recordings") => allowed(is_patient || (role == Role::Clinician && who.mfa), Ok),
         _ => {
             let id = target.expect("a target");
             match endpoint.target {
@@ -271,6 +317,10 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                                 || (role == Role::PlatformAdmin && who.mfa),
                             Ok,
                         ),
+                        // The practice's own admin only: recordings are no platform admin's business.
+                        "/api/v1/practices/{id}/recording-retention" | "/api/v1/practices/{id}/replay" => {
+                            allowed(role == Role::PracticeAdmin && works_at(p), Ok)
+                        }
                         "/api/v1/registrations" if is_patient => {
                             if model.live(me, p) {
                                 Conflict
@@ -390,6 +440,43 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                             allowed(started && (own || its_clinician), answer)
                         }
                         "/api/v1/appointments/{id}/no-show" => allowed(its_clinician, booked),
+                        // The consultation's two people, once it has started; writing only while it runs.
+                        "/api/v1/appointments/{id}/call/consent"
+                        | "/api/v1/appointments/{id}/messages"
+                        | "/api/v1/appointments/{id}/messages/events" => {
+                            let started = matches!(a.status, Visit::InConsultation | Visit::Completed);
+                            let answer = match (endpoint.method, endpoint.path) {
+                                ("GET", _) => Ok,
+                                _ if a.status == Visit::Completed => Conflict,
+                                (_, "/api/v1/appointments/{id}/messages") => Created,
+                                _ => Ok,
+                            };
+                            allowed(started && (own || its_clinician), answer)
+                        }
+                        _ => NotFound,
+                    }
+                }
+                // Its patient and clinician; a colleague at the practice only by breaking the glass, while
+                // the patient is registered there. The recording is still being made, so its media is not
+                // playable yet.
+                Target::Recording => {
+                    let Some(r) = model.recordings.iter().find(|r| r.id == id) else {
+                        return NotFound;
+                    };
+                    let own = is_patient && me == r.patient;
+                    let its_clinician = role == Role::Clinician && me == r.clinician && works_at(r.practice);
+                    let colleague = role == Role::Clinician
+                        && me != r.clinician
+                        && works_at(r.practice)
+                        && model.registered_at(r.patient) == Some(r.practice);
+                    let glass = colleague && model.glass.contains(&(me, r.id));
+                    let may_see = own || its_clinician || glass;
+                    match endpoint.path {
+                        "/api/v1/recordings/{id}" => allowed(may_see, Ok),
+                        "/api/v1/recordings/{id}/media" | "/api/v1/recordings/{id}/playback" => {
+                            allowed(may_see, Conflict)
+                        }
+                        "/api/v1/recordings/{id}/break-glass" => allowed(colleague, Ok),
                         _ => NotFound,
                     }
                 }
@@ -530,6 +617,32 @@ fn check_and_apply(model: &mut Model, who: &Person, endpoint: &Endpoint, target:
             let a = model.appts.iter_mut().find(|a| Some(a.id) == target).unwrap();
             a.in_call.insert(me);
         }
+        ("GET", "/api/v1/appointments/{id}/messages") | ("POST", "/api/v1/appointments/{id}/messages") => {
+            let a = model.appts.iter().find(|a| Some(a.id) == target).unwrap();
+            let people = [a.patient.to_string(), a.clinician.to_string()];
+            let list = match body.as_array() {
+                Some(list) => list.clone(),
+                None => vec![body.clone()],
+            };
+            for m in &list {
+                let sender = m["sender_id"].as_str().unwrap();
+                assert!(
+                    people.iter().any(|p| p == sender),
+                    "{m} is not from its consultation"
+                );
+            }
+        }
+        ("GET", "/api/v1/appointments/{id}/call/consent") => {
+            let a = model.appts.iter().find(|a| Some(a.id) == target).unwrap();
+            let people = [a.patient.to_string(), a.clinician.to_string()];
+            for d in body["decisions"].as_array().unwrap() {
+                let who = d["participant_id"].as_str().unwrap();
+                assert!(
+                    people.iter().any(|p| p == who),
+                    "{d} is not from its consultation"
+                );
+            }
+        }
         ("POST", "/api/v1/appointments/{id}/call/leave") => {
             let a = model.appts.iter_mut().find(|a| Some(a.id) == target).unwrap();
             a.in_call.remove(&me);
@@ -593,6 +706,35 @@ fn check_and_apply(model: &mut Model, who: &Person, endpoint: &Endpoint, target:
                     "only this clinician's appointments"
                 );
             }
+        }
+        ("GET", "/api/v1/recordings") => {
+            for id in ids(body, "id") {
+                let r = model
+                    .recordings
+                    .iter()
+                    .find(|r| r.id.to_string() == id)
+                    .expect("a known recording");
+                assert!(r.patient == me || r.clinician == me, "{id} is not theirs");
+            }
+            let expected: BTreeSet<String> = model
+                .recordings
+                .iter()
+                .filter(|r| r.patient == me || r.clinician == me)
+                .map(|r| r.id.to_string())
+                .collect();
+            assert_eq!(ids(body, "id"), expected);
+        }
+        ("GET", "/api/v1/recordings/{id}") => {
+            let r = model.recordings.iter().find(|r| Some(r.id) == target).unwrap();
+            assert_eq!(body["id"], target_str);
+            let people: BTreeSet<String> = ids(&body["participants"], "id");
+            assert_eq!(
+                people,
+                BTreeSet::from([r.patient.to_string(), r.clinician.to_string()])
+            );
+        }
+        ("POST", "/api/v1/recordings/{id}/break-glass") => {
+            model.glass.insert((me, target.unwrap()));
         }
         ("POST", "/api/v1/practices") => model.practices.push(
             body["id"]
@@ -662,6 +804,11 @@ async fn call(
         "/api/v1/registrations" => json!({"practice_id": target}),
         "/api/v1/patients/{id}/notes" => json!({"body": format!("note {n}")}),
         "/api/v1/practices/{id}/booking-cutoff" => json!({"minutes": 120}),
+        "/api/v1/practices/{id}/recording-retention" => json!({"days": 3650}),
+        "/api/v1/practices/{id}/replay" => json!({"enabled": true}),
+        "/api/v1/recordings/{id}/break-glass" => {
+            json!({"reason": format!("Urgent review of the advice given, request {n}")})
+        }
         "/api/v1/appointments" => {
             json!({"clinician_id": target, "start": "2001-01-01T09:00:00Z", "kind": "video"})
         }
@@ -670,6 +817,8 @@ async fn call(
             json!({"sdp": crate::peer::Peer::new("call").await.offer(true), "mode": "video"})
         }
         "/api/v1/appointments/{id}/call/mode" => json!({"sdp": "not sdp", "mode": "audio_only"}),
+        "/api/v1/appointments/{id}/call/consent" => json!({"decision": "given"}),
+        "/api/v1/appointments/{id}/messages" => json!({"body": format!("message {n}")}),
         "/api/v1/clinicians/{id}/availability/rules" => json!({
             "weekday": 1 + n % 7, "start": "09:00", "end": "10:00", "slot_minutes": 15, "kinds": "either",
             "valid_from": far_date(n), "valid_until": far_date(n),
@@ -869,6 +1018,12 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
                 .map(|(r, _)| Some(*r))
                 .chain([Some(unknown)])
                 .collect(),
+            Target::Recording => model
+                .recordings
+                .iter()
+                .map(|r| Some(r.id))
+                .chain([Some(unknown)])
+                .collect(),
         };
         for target in targets {
             for who in people.iter().map(Some).chain([None]) {
@@ -1016,6 +1171,17 @@ async fn book_appointments(app: &TestApp, model: &mut Model, people: &[Person], 
         status: Visit::InConsultation,
         in_call: BTreeSet::new(),
     });
+    // Starting it made its recording, bound to the appointment's patient, clinician and practice.
+    let (status, list) = patient.client.get("/api/v1/recordings").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let recording = &list[0];
+    assert_eq!(recording["appointment_id"], id.to_string());
+    model.recordings.push(Rec {
+        id: recording["id"].as_str().unwrap().parse().unwrap(),
+        patient: patient.seeded.id,
+        clinician: gp.seeded.id,
+        practice,
+    });
 }
 
 fn run_on_runtime(spec: WorldSpec, postgres: bool) {
@@ -1151,56 +1317,56 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
     ];
 
     // (who, what they may see, page → expected status)
-    let cases: Vec<(&str, &Person, &[&str], [u16; 9])> = vec![
+    let cases: Vec<(&str, &Person, &[&str], [u16; 12])> = vec![
         // pages: as listed in `pages` below
         (
             "ann",
             &ann,
             &["ann", "ann-note", "ann-reason"],
-            [200, 200, 200, 404, 200, 200, 404, 404, 404],
+            [200, 200, 200, 404, 200, 200, 404, 404, 404, 200, 404, 404],
         ),
         (
             "bob",
             &bob,
             &["bob", "bob-note"],
-            [200, 200, 200, 404, 200, 404, 404, 404, 404],
+            [200, 200, 200, 404, 200, 404, 404, 404, 404, 200, 404, 404],
         ),
         (
             "cat",
             &cat,
             &["cat"],
-            [200, 200, 200, 404, 200, 404, 404, 404, 404],
+            [200, 200, 200, 404, 200, 404, 404, 404, 404, 200, 404, 404],
         ),
         (
             "north clinician",
             &gp,
             &["ann", "ann-note", "cat"],
-            [200, 404, 404, 200, 404, 404, 200, 200, 404],
+            [200, 404, 404, 200, 404, 404, 200, 200, 404, 200, 404, 200],
         ),
         (
             "south clinician",
             &gp_south,
             &["bob", "bob-note"],
-            [200, 404, 404, 200, 404, 404, 404, 404, 404],
+            [200, 404, 404, 200, 404, 404, 404, 404, 404, 200, 404, 200],
         ),
         // The practice admin sees who is booked when, never why.
         (
             "north admin",
             &admin,
             &["ann", "cat"],
-            [200, 404, 404, 200, 404, 404, 200, 200, 404],
+            [200, 404, 404, 200, 404, 404, 200, 200, 404, 404, 404, 404],
         ),
         (
             "platform admin",
             &platform,
             &[],
-            [200, 404, 404, 404, 404, 404, 404, 404, 404],
+            [200, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404],
         ),
         (
             "clinician without a second factor",
             &unenrolled,
             &[],
-            [303, 303, 303, 303, 303, 303, 303, 303, 303],
+            [303, 303, 303, 303, 303, 303, 303, 303, 303, 303, 303, 303],
         ),
     ];
     let appointment_page = format!("/appointments/{appointment}");
@@ -1208,6 +1374,10 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
     let availability_page = format!("/availability?clinician={}", gp.seeded.id);
     // Not started: nobody has a call to join yet (the API's matrix covers a running one).
     let call_page = format!("/appointments/{appointment}/call");
+    // No recording exists here (the recordings test covers a real one): an unknown one's page is the
+    // not-found page for everyone; its break-glass form shows nothing about it, to clinicians only.
+    let unknown_recording = format!("/recordings/{}", Uuid::new_v4());
+    let break_glass_page = format!("{unknown_recording}/break-glass");
     let pages = [
         "/home",
         "/record",
@@ -1218,6 +1388,9 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
         schedule_page.as_str(),
         availability_page.as_str(),
         call_page.as_str(),
+        "/recordings",
+        unknown_recording.as_str(),
+        break_glass_page.as_str(),
     ];
     for (label, who, visible, expected) in &cases {
         for (page, status) in pages.iter().zip(expected) {

@@ -131,19 +131,7 @@ impl TestApp {
 
     /// A client logged in as `user`, with the second factor where the account has one.
     pub async fn login(&self, user: &Seeded) -> Client {
-        let client = self.anonymous();
-        let totp = user
-            .totp_secret
-            .as_ref()
-            .map(|s| auth::totp_code(s, self.now_secs()).unwrap());
-        let (status, body) = client
-            .post(
-                "/api/v1/auth/login",
-                json!({"email": user.email, "password": PASSWORD, "totp": totp}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "login of {}: {body}", user.email);
-        client
+        login_at(self.running.url(), self.now_secs(), user).await
     }
 
     /// The emails written to the outbox so far, decoded, oldest first.
@@ -178,6 +166,24 @@ impl TestApp {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .collect()
     }
+}
+
+/// A client of the app at `base` logged in as `user`, with the authenticator code for `now_secs` where
+/// the account has a second factor.
+pub async fn login_at(base: String, now_secs: u64, user: &Seeded) -> Client {
+    let client = Client::new(base);
+    let totp = user
+        .totp_secret
+        .as_ref()
+        .map(|s| auth::totp_code(s, now_secs).unwrap());
+    let (status, body) = client
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": user.email, "password": PASSWORD, "totp": totp}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "login of {}: {body}", user.email);
+    client
 }
 
 /// Undoes quoted-printable soft line breaks and escapes, enough to read links in test emails.

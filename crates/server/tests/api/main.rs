@@ -2,10 +2,14 @@
 
 mod accounts;
 mod appointments;
+mod call_records;
 mod calls;
 mod cross_user;
 mod helpers;
+mod incident;
 mod input;
 mod operations;
 mod peer;
+mod recordings;
 mod registrations;
+mod triage;

@@ -106,6 +106,14 @@ impl Peer {
         self.sent_offer(change)
     }
 
+    /// Switching back to video: a new video line, as a browser adds when the camera comes back on.
+    pub fn offer_with_video(&mut self) -> String {
+        let mut api = self.rtc.sdp_api();
+        self.video = Some(api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
+        let change = api.apply().expect("a change to offer");
+        self.sent_offer(change)
+    }
+
     fn sent_offer(&mut self, (offer, pending): (SdpOffer, SdpPendingOffer)) -> String {
         self.pending = Some(pending);
         self.drain();
@@ -122,7 +130,8 @@ impl Peer {
         self.drain();
     }
 
-    /// Posts `offer` to `path` as `client`; on 200, takes the answer. Returns what the API said.
+    /// Posts `offer` to `path` as `client`, as someone who agrees to be recorded; on 200, takes the
+    /// answer. Returns what the API said.
     pub async fn signal(
         &mut self,
         client: &Client,
@@ -130,7 +139,9 @@ impl Peer {
         offer: String,
         mode: &str,
     ) -> (StatusCode, Value) {
-        let (status, body) = client.post(path, json!({"sdp": offer, "mode": mode})).await;
+        let (status, body) = client
+            .post(path, json!({"sdp": offer, "mode": mode, "consent": "given"}))
+            .await;
         if status == StatusCode::OK {
             self.accept(body["sdp"].as_str().expect("an answer"));
         } else {

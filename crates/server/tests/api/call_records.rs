@@ -1,0 +1,570 @@
+//! What a consultation keeps beside its media: recording consent and the in-call chat.
+//!
+//! Consent is tested in a real call, str0m peers in the browsers' place: the patient withdraws their
+//! consent in the middle and gives it again, and the recording, decrypted with its key from the store,
+//! holds none of the patient's frames from the time between and all of the clinician's. The chat is
+//! tested for its bounds, its live stream, its record after the call, and that nobody but the
+//! consultation's two people can read or write it.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use confide_domain::identity::Role;
+use confide_domain::policy::{Context, Principal, actions, authorize};
+use confide_domain::{AppointmentId, PracticeId, Timestamp};
+use confide_media::sfu::recorder::segment_path;
+use confide_media::{MasterKey, SegmentReader, Track, WrappedKey};
+use confide_server::{Clock as _, ManualClock};
+use confide_store::testing::TestDatabase;
+use confide_store::{Role as StoreRole, Store, UnscopedTable};
+use jiff::civil::{Date, Weekday};
+use jiff::tz::TimeZone;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use str0m::media::MediaKind;
+
+use crate::helpers::{Client, Seeded, TestApp, not_found_body, register};
+use crate::peer::{Marker, Peer};
+
+const FRAMES: u32 = 10;
+const WAIT: Duration = Duration::from_secs(5);
+
+fn london() -> TimeZone {
+    TimeZone::get("Europe/London").unwrap()
+}
+
+fn at(day: Date, hour: i8, minute: i8) -> Timestamp {
+    day.at(hour, minute, 0, 0).to_zoned(london()).unwrap().timestamp()
+}
+
+fn set_clock(clock: &ManualClock, to: Timestamp) {
+    let ms = to.as_millisecond() - clock.now_ms();
+    assert!(ms >= 0, "the clock only moves forward");
+    clock.advance(Duration::from_millis(ms as u64));
+}
+
+fn next_monday() -> Date {
+    Timestamp::now()
+        .to_zoned(london())
+        .date()
+        .checked_add(jiff::Span::new().days(14))
+        .unwrap()
+        .nth_weekday(1, Weekday::Monday)
+        .unwrap()
+}
+
+/// A consultation that has started: its patient and clinician, logged in.
+struct Running {
+    practice: PracticeId,
+    patient: Seeded,
+    patient_api: Client,
+    clinician: Seeded,
+    clinician_api: Client,
+    appointment: String,
+}
+
+impl Running {
+    fn path(&self, what: &str) -> String {
+        format!("/api/v1/appointments/{}/{what}", self.appointment)
+    }
+}
+
+/// A practice whose clinician works Mondays 09:00 to 12:00, a registered patient booked at 09:00, and
+/// the consultation started at 08:55.
+async fn running(app: &TestApp, monday: Date) -> Running {
+    set_clock(&app.clock, at(monday, 8, 0));
+    let practice = app.practice("Consent Surgery").await;
+    let clinician = app.user(Role::Clinician, Some(practice), true).await;
+    let clinician_api = app.login(&clinician).await;
+    let (status, body) = clinician_api
+        .post(
+            &format!("/api/v1/clinicians/{}/availability/rules", clinician.id),
+            json!({"weekday": 1, "start": "09:00", "end": "12:00", "slot_minutes": 15, "kinds": "either"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let patient = app.user(Role::Patient, None, false).await;
+    let patient_api = app.login(&patient).await;
+    register(&patient_api, &clinician_api, practice).await;
+    let (status, body) = patient_api
+        .post(
+            "/api/v1/appointments",
+            json!({"clinician_id": clinician.id, "start": at(monday, 9, 0).to_string(), "kind": "video"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let r = Running {
+        practice,
+        patient,
+        patient_api,
+        clinician,
+        clinician_api,
+        appointment: body["id"].as_str().unwrap().to_owned(),
+    };
+    set_clock(&app.clock, at(monday, 8, 55));
+    let (status, body) = r.patient_api.post(&r.path("check-in"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Before the consultation starts, there is nothing to consent to or chat in.
+    for (path, body) in [
+        ("call/consent", json!({"decision": "given"})),
+        ("messages", json!({"body": "early"})),
+    ] {
+        let (status, answer) = r.patient_api.post(&r.path(path), body).await;
+        assert_eq!(
+            (status, answer),
+            (StatusCode::NOT_FOUND, not_found_body()),
+            "{path}"
+        );
+    }
+    let (status, body) = r.clinician_api.post(&r.path("start"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    r
+}
+
+struct Peers(Vec<Peer>);
+
+impl Peers {
+    fn get(&self, label: &str) -> &Peer {
+        self.0.iter().find(|p| p.label == label).unwrap()
+    }
+
+    async fn run_for(&mut self, duration: Duration) {
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            for peer in &mut self.0 {
+                peer.pump();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn run_until(&mut self, what: &str, done: impl Fn(&Peers) -> bool) {
+        let end = Instant::now() + WAIT;
+        while !done(self) {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            self.run_for(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Both send a phase's audio and video, and each gets all of the other's: the call itself goes on
+    /// whatever anyone's consent to the recording.
+    async fn exchange(&mut self, phase: u32) {
+        for n in 0..FRAMES {
+            for peer in &mut self.0 {
+                peer.send(MediaKind::Audio, phase, n);
+                peer.send(MediaKind::Video, phase, n);
+            }
+            self.run_for(Duration::from_millis(20)).await;
+        }
+        let all: BTreeSet<u32> = (0..FRAMES).collect();
+        self.run_until("the phase to arrive", |ps| {
+            ["audio", "video"].iter().all(|kind| {
+                ps.get("C/patient").received("C/clinician", kind, phase) == all
+                    && ps.get("C/clinician").received("C/patient", kind, phase) == all
+            })
+        })
+        .await;
+        self.run_for(Duration::from_millis(200)).await;
+    }
+}
+
+async fn consent(api: &Client, r: &Running, decision: &str) -> Value {
+    let (status, body) = api
+        .post(&r.path("call/consent"), json!({"decision": decision}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn withdrawn_consent_leaves_the_patient_out_of_the_recording(db: Option<TestDatabase>) {
+    let postgres_url = db.as_ref().map(|d| d.url.clone());
+    let app = TestApp::spawn_with(db, |_| {}).await;
+    let r = running(&app, next_monday()).await;
+
+    // Both join agreeing to be recorded (the peers answer the question as they join).
+    let mut peers = Peers(Vec::new());
+    for (who, api) in [("patient", &r.patient_api), ("clinician", &r.clinician_api)] {
+        let mut peer = Peer::new(&format!("C/{who}")).await;
+        let offer = peer.offer(true);
+        let (status, body) = peer.signal(api, &r.path("call"), offer, "video").await;
+        assert_eq!(status, StatusCode::OK, "{who} joins: {body}");
+        peers.0.push(peer);
+    }
+    peers
+        .run_until("both to connect", |ps| ps.0.iter().all(|p| p.connected))
+        .await;
+    peers.run_for(Duration::from_millis(200)).await;
+    peers.exchange(1).await;
+
+    // The patient withdraws: from then on only the clinician is recorded. Saying it twice adds nothing.
+    let body = consent(&r.patient_api, &r, "withdrawn").await;
+    assert_eq!(body, json!({"decision": "withdrawn", "changed": true}));
+    let body = consent(&r.patient_api, &r, "withdrawn").await;
+    assert_eq!(body, json!({"decision": "withdrawn", "changed": false}));
+    peers.exchange(2).await;
+
+    // And gives it again: recorded once more.
+    let body = consent(&r.patient_api, &r, "given").await;
+    assert_eq!(body["changed"], json!(true));
+    peers.exchange(3).await;
+
+    let (status, body) = r
+        .patient_api
+        .post(&r.path("call/consent"), json!({"decision": "maybe"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // The log holds each decision in order, for both of them to read.
+    let (status, log) = r.clinician_api.get(&r.path("call/consent")).await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let decisions: Vec<(String, String)> = log["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["role"].as_str().unwrap().to_owned(),
+                d["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("patient", "given"),
+        ("clinician", "given"),
+        ("patient", "withdrawn"),
+        ("patient", "given"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(decisions, expected);
+
+    let (status, body) = r.clinician_api.post(&r.path("complete"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Once the consultation is over there is nothing left to consent to.
+    let (status, body) = r
+        .patient_api
+        .post(&r.path("call/consent"), json!({"decision": "withdrawn"}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::CONFLICT, &json!("invalid_state")),
+        "{body}"
+    );
+
+    // The recording, read with its own key as the patient's grant gives it.
+    let state = &app.running.state;
+    let store = &state.store;
+    let appointment: AppointmentId = r.appointment.parse().unwrap();
+    let facts = store.consultation_ref(appointment).await.unwrap().unwrap();
+    let grant = authorize::<actions::JoinConsultation>(
+        &Principal {
+            user: r.patient.id,
+            role: Role::Patient,
+            practice: None,
+        },
+        facts,
+        &Context { mfa_verified: true },
+    )
+    .unwrap();
+    let call = store.consultation_call(&grant).await.unwrap().unwrap();
+    let master = MasterKey::load(&app.dir.path().join("master.key")).unwrap();
+    let wrapped = hex::decode(store.recording_key(&grant).await.unwrap().unwrap()).unwrap();
+    let key = WrappedKey::from_bytes(&wrapped)
+        .unwrap()
+        .unwrap(&master, call.recording.as_uuid())
+        .unwrap();
+    let unscoped = store
+        .unscoped_count(UnscopedTable::ConsultationConsents)
+        .await
+        .unwrap();
+    assert_eq!(
+        unscoped,
+        if postgres_url.is_some() { 0 } else { 4 },
+        "row-level security"
+    );
+    // Consent changes no segment: the call stayed in its first one.
+    assert_eq!(call.segments.len(), 1);
+    let path = segment_path(&app.dir.path().join("recordings"), call.recording.as_uuid(), 0);
+    let mut recorded: Vec<(uuid::Uuid, Marker)> = Vec::new();
+    for frame in SegmentReader::open(&path, &key, call.recording.as_uuid(), 0).unwrap() {
+        let frame = frame.expect("a finished segment reads whole");
+        let marker = Marker::of_frame(frame.track == Track::Video, &frame.payload);
+        recorded.push((frame.sender.0, marker));
+    }
+    let numbers = |label: &str, kind: &str, phase: u32| -> BTreeSet<u32> {
+        recorded
+            .iter()
+            .filter(|(_, m)| m.label == label && m.kind == kind && m.phase == phase)
+            .map(|(_, m)| m.n)
+            .collect()
+    };
+    let all: BTreeSet<u32> = (0..FRAMES).collect();
+    for kind in ["audio", "video"] {
+        for phase in [1, 2, 3] {
+            assert_eq!(
+                numbers("C/clinician", kind, phase),
+                all,
+                "clinician {kind} {phase}"
+            );
+        }
+        assert_eq!(numbers("C/patient", kind, 1), all, "patient {kind} before");
+        assert!(
+            numbers("C/patient", kind, 2).is_empty(),
+            "the patient's {kind} was recorded after they withdrew"
+        );
+        assert_eq!(
+            numbers("C/patient", kind, 3),
+            all,
+            "patient {kind} after giving again"
+        );
+    }
+    // Each frame is stored as its sender's.
+    for (sender, marker) in &recorded {
+        let expected = if marker.label == "C/patient" {
+            r.patient.id
+        } else {
+            r.clinician.id
+        };
+        assert_eq!(*sender, expected.as_uuid(), "{marker:?}");
+    }
+
+    // Every decision is audited. The patient's "who accessed my data" shows the clinician's; their own
+    // are in the audit chain, read here as its owner (on PostgreSQL the server's role may not).
+    let (status, log) = r
+        .patient_api
+        .get(&format!("/api/v1/patients/{}/access-log", r.patient.id))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    assert!(
+        log.as_array().unwrap().iter().any(|e| {
+            e["action"] == "consultation.consent_given" && e["actor_id"] == json!(r.clinician.id)
+        }),
+        "{log:#}"
+    );
+    let owner = match &postgres_url {
+        Some(url) => Some(Store::open(url, StoreRole::Owner).await.unwrap()),
+        None => None,
+    };
+    let chain = owner
+        .as_ref()
+        .unwrap_or(store)
+        .audit_page(0, 100_000)
+        .await
+        .unwrap();
+    let count = |action: &str, actor: &Seeded| {
+        chain
+            .iter()
+            .filter(|e| {
+                e.event.action == action
+                    && e.event.actor == Some(actor.id)
+                    && e.event.subject_patient == Some(r.patient.id)
+            })
+            .count()
+    };
+    assert_eq!(count("consultation.consent_given", &r.patient), 2);
+    assert_eq!(count("consultation.consent_withdrawn", &r.patient), 1);
+    assert_eq!(count("consultation.consent_given", &r.clinician), 1);
+    if let Some(owner) = owner {
+        owner.close().await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn withdrawn_consent_leaves_the_patient_out_of_the_recording_on_sqlite() {
+    withdrawn_consent_leaves_the_patient_out_of_the_recording(None).await;
+}
+
+#[tokio::test]
+async fn withdrawn_consent_leaves_the_patient_out_of_the_recording_on_postgres() {
+    if let Some(db) = TestDatabase::postgres().await {
+        withdrawn_consent_leaves_the_patient_out_of_the_recording(Some(db)).await;
+    }
+}
+
+/// Reads server-sent events from `url` until `n` `message` events have come, and returns their data.
+async fn read_events(http: &reqwest::Client, url: &str, n: usize) -> Vec<Value> {
+    let mut response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut text = String::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, response.chunk())
+            .await
+            .expect("the messages to arrive")
+            .unwrap()
+            .expect("the stream to stay open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.lines().any(|l| l == "event: message") {
+                let data = event.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                out.push(serde_json::from_str(data).unwrap());
+            }
+        }
+    }
+    out
+}
+
+async fn chat_is_kept_and_seen_only_by_the_two(db: Option<TestDatabase>) {
+    let postgres = db.is_some();
+    let app = TestApp::spawn_with(db, |_| {}).await;
+    let r = running(&app, next_monday()).await;
+    let stranger = app.user(Role::Patient, None, false).await;
+    let stranger_api = app.login(&stranger).await;
+    register(&stranger_api, &r.clinician_api, r.practice).await;
+    let colleague = app.user(Role::Clinician, Some(r.practice), true).await;
+    let colleague_api = app.login(&colleague).await;
+    let elsewhere = app.practice("Elsewhere Surgery").await;
+    let other_clinician = app.user(Role::Clinician, Some(elsewhere), true).await;
+    let other_api = app.login(&other_clinician).await;
+
+    // The clinician's page listens before anything is said.
+    let events_url = app.url(&r.path("messages/events"));
+    // The same browser as the clinician's API client: its cookies.
+    let http = r.clinician_api.http.clone();
+    let listening = tokio::spawn(async move { read_events(&http, &events_url, 2).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (status, body) = r
+        .patient_api
+        .post(&r.path("messages"), json!({"body": "Hello, can you hear me?"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["seq"], 1);
+    assert_eq!(body["sender_role"], "patient");
+    assert_eq!(body["sender_id"], json!(r.patient.id));
+    let (status, body) = r
+        .clinician_api
+        .post(&r.path("messages"), json!({"body": "Yes — go ahead."}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["sender_role"], "clinician");
+
+    for (text, code) in [
+        (String::new(), "empty_message"),
+        ("   \n ".to_owned(), "empty_message"),
+        ("x".repeat(2001), "message_too_long"),
+    ] {
+        let (status, body) = r
+            .patient_api
+            .post(&r.path("messages"), json!({"body": text}))
+            .await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::BAD_REQUEST, &json!(code)),
+            "{body}"
+        );
+    }
+    let (status, body) = r
+        .patient_api
+        .post(&r.path("messages"), json!({"body": "é".repeat(2000)}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "2000 characters are allowed: {body}");
+
+    let live = listening.await.unwrap();
+    let bodies: Vec<&str> = live.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["Hello, can you hear me?", "Yes — go ahead."]);
+
+    // Outsiders: the same 404 as for nothing at all, whatever they try; logged out, 401.
+    let appointment_gone = format!("/api/v1/appointments/{}/messages", uuid::Uuid::new_v4());
+    let (status, body) = r.patient_api.get(&appointment_gone).await;
+    assert_eq!((status, body), (StatusCode::NOT_FOUND, not_found_body()));
+    let anonymous = app.anonymous();
+    for (who, api) in [
+        ("a patient of the same practice", &stranger_api),
+        ("a colleague of the clinician", &colleague_api),
+        ("a clinician elsewhere", &other_api),
+        ("nobody logged in", &anonymous),
+    ] {
+        let expected = if who == "nobody logged in" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        for path in ["messages", "messages/events", "call/consent"] {
+            let (status, body) = api.open_stream(&r.path(path)).await;
+            assert_eq!(status, expected, "GET {path} by {who}: {body}");
+        }
+        let (status, _) = api.post(&r.path("messages"), json!({"body": "let me in"})).await;
+        assert_eq!(status, expected, "POST messages by {who}");
+        let (status, _) = api
+            .post(&r.path("call/consent"), json!({"decision": "given"}))
+            .await;
+        assert_eq!(status, expected, "POST consent by {who}");
+    }
+
+    // After the call the chat stays in the consultation's record, read-only.
+    let (status, body) = r.clinician_api.post(&r.path("complete"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = r
+        .patient_api
+        .post(&r.path("messages"), json!({"body": "one more"}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::CONFLICT, &json!("invalid_state")),
+        "{body}"
+    );
+    for api in [&r.patient_api, &r.clinician_api] {
+        let (status, list) = api.get(&r.path("messages")).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let seqs: Vec<i64> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+    let (status, list) = r.patient_api.get(&r.path("messages?after=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // On PostgreSQL, row-level security hides the messages from the server outside a grant's scope.
+    let unscoped = app
+        .running
+        .state
+        .store
+        .unscoped_count(UnscopedTable::ConsultationMessages)
+        .await
+        .unwrap();
+    assert_eq!(unscoped, if postgres { 0 } else { 3 });
+
+    // Every read was the gate's decision, audited; the outsiders' tries are in the patient's log.
+    let (status, log) = r
+        .patient_api
+        .get(&format!("/api/v1/patients/{}/access-log", r.patient.id))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let tried = |actor: &Seeded, action: &str, outcome: &str| {
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor_id"] == json!(actor.id) && e["action"] == action && e["outcome"] == outcome)
+    };
+    assert!(
+        tried(&r.clinician, "consultation.record.read", "allowed"),
+        "{log:#}"
+    );
+    for outsider in [&stranger, &colleague, &other_clinician] {
+        assert!(tried(outsider, "consultation.record.read", "denied"), "{log:#}");
+        assert!(tried(outsider, "consultation.chat.post", "denied"), "{log:#}");
+        assert!(!tried(outsider, "consultation.record.read", "allowed"), "{log:#}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn chat_is_kept_and_seen_only_by_the_two_on_sqlite() {
+    chat_is_kept_and_seen_only_by_the_two(None).await;
+}
+
+#[tokio::test]
+async fn chat_is_kept_and_seen_only_by_the_two_on_postgres() {
+    if let Some(db) = TestDatabase::postgres().await {
+        chat_is_kept_and_seen_only_by_the_two(Some(db)).await;
+    }
+}

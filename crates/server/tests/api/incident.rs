@@ -1,0 +1,825 @@
+//! The incident Confide exists to prevent, at scale: in June 2020 a release that changed how calls
+//! switch between audio and video filed recordings in the wrong patients' histories.
+//!
+//! Twenty consultations run at once, each a patient and their clinician with str0m peers in the
+//! browsers' place. Every frame a peer sends carries its consultation's id. Each call follows its own
+//! seeded script of audio ↔ video switches (by either side) and reconnects (with or without saying
+//! goodbye), all concurrently, and the server restarts in the middle of every call. Afterwards every
+//! recording must hold its own consultation's frames only, from both people, in the segments and modes
+//! the script implies, and be listed for its own patient and clinician only (in the store and by
+//! `GET /api/v1/recordings`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use confide_domain::consultation::{ConsultationMode, SegmentReason};
+use confide_domain::identity::Role;
+use confide_domain::policy::{Context, Principal, actions, authorize};
+use confide_domain::{AppointmentId, PracticeId, RecordingId, Timestamp};
+use confide_media::sfu::recorder::segment_path;
+use confide_media::{MasterKey, SegmentReader, Track, WrappedKey};
+use confide_server::{AppState, Clock as _, ManualClock};
+use confide_store::testing::TestDatabase;
+use futures_util::future::join_all;
+use jiff::civil::{Date, Weekday};
+use jiff::tz::TimeZone;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::json;
+use str0m::media::MediaKind;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::helpers::{Client, Seeded, TestApp, login_at, register};
+use crate::peer::{Marker, Peer};
+
+/// The scripts, the world and the master key all come from this seed.
+const SEED: u64 = 0x2020_0611;
+const CONSULTATIONS: usize = 20;
+const PRACTICES: usize = 4;
+/// Phases of media per call; an event (switch, reconnect, restart) may come before each but the first.
+const PHASES: u32 = 7;
+/// The server restarts before this phase, in every call.
+const RESTART_PHASE: u32 = 3;
+/// Frames of each kind each peer sends per phase, 20 ms apart.
+const FRAMES: u32 = 6;
+/// Bound on each wait; a call whose step takes longer fails, naming the step.
+const WAIT: Duration = Duration::from_secs(20);
+
+use ConsultationMode::{AudioOnly, Video};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Patient,
+    Clinician,
+}
+
+const BOTH: [Who; 2] = [Who::Patient, Who::Clinician];
+
+impl Who {
+    fn name(self) -> &'static str {
+        match self {
+            Who::Patient => "patient",
+            Who::Clinician => "clinician",
+        }
+    }
+
+    fn other(self) -> Who {
+        match self {
+            Who::Patient => Who::Clinician,
+            Who::Clinician => Who::Patient,
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+
+    fn random(rng: &mut StdRng) -> Who {
+        if rng.random_bool(0.5) {
+            Who::Patient
+        } else {
+            Who::Clinician
+        }
+    }
+}
+
+fn mode_name(mode: ConsultationMode) -> &'static str {
+    match mode {
+        Video => "video",
+        AudioOnly => "audio_only",
+    }
+}
+
+/// What happens in a call before a phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    Quiet,
+    /// `by` switches between audio only and video, and the other side follows.
+    Switch {
+        by: Who,
+    },
+    /// `who` loses the connection and joins again; `leave_first` if their browser said goodbye.
+    Reconnect {
+        who: Who,
+        leave_first: bool,
+    },
+    /// The server restarts; `first` joins again first.
+    Restart {
+        first: Who,
+    },
+}
+
+/// A call's events, one before each phase (none before the first). Every call switches at least once,
+/// so that each recording must hold both modes.
+fn script(rng: &mut StdRng) -> Vec<Event> {
+    let mut events = vec![Event::Quiet];
+    for phase in 1..PHASES {
+        events.push(if phase == RESTART_PHASE {
+            Event::Restart {
+                first: Who::random(rng),
+            }
+        } else {
+            match rng.random_range(0..5) {
+                0 => Event::Quiet,
+                1 | 2 => Event::Switch { by: Who::random(rng) },
+                _ => Event::Reconnect {
+                    who: Who::random(rng),
+                    leave_first: rng.random_bool(0.5),
+                },
+            }
+        });
+    }
+    if !events.iter().any(|e| matches!(e, Event::Switch { .. })) {
+        events[1] = Event::Switch { by: Who::random(rng) };
+    }
+    events
+}
+
+/// What a script must leave in the store and in the recording.
+struct Expected {
+    /// Each segment's reason and mode, in order.
+    segments: Vec<(SegmentReason, ConsultationMode)>,
+    /// For each phase, the segment its frames belong in and the call's mode.
+    phases: Vec<(usize, ConsultationMode)>,
+}
+
+fn expected(events: &[Event]) -> Expected {
+    let mut segments = vec![(SegmentReason::Start, Video)];
+    let mut phases = Vec::new();
+    let mut mode = Video;
+    for event in events {
+        match event {
+            Event::Quiet => {}
+            Event::Switch { .. } => {
+                mode = if mode == Video { AudioOnly } else { Video };
+                segments.push((SegmentReason::ModeSwitch, mode));
+            }
+            Event::Reconnect { .. } => segments.push((SegmentReason::Reconnect, mode)),
+            Event::Restart { .. } => segments.push((SegmentReason::Restart, mode)),
+        }
+        phases.push((segments.len() - 1, mode));
+    }
+    Expected { segments, phases }
+}
+
+fn london() -> TimeZone {
+    TimeZone::get("Europe/London").unwrap()
+}
+
+fn at(day: Date, hour: i8, minute: i8) -> Timestamp {
+    day.at(hour, minute, 0, 0).to_zoned(london()).unwrap().timestamp()
+}
+
+fn set_clock(clock: &ManualClock, to: Timestamp) {
+    let ms = to.as_millisecond() - clock.now_ms();
+    assert!(ms >= 0, "the clock only moves forward");
+    clock.advance(Duration::from_millis(ms as u64));
+}
+
+fn all() -> BTreeSet<u32> {
+    (0..FRAMES).collect()
+}
+
+/// One consultation as the test seeded it.
+#[derive(Clone)]
+struct Consultation {
+    /// "C07", for messages.
+    name: String,
+    /// The consultation's id: every frame of its call carries it.
+    id: String,
+    appointment: String,
+    practice: PracticeId,
+    patient: Seeded,
+    clinician: Seeded,
+}
+
+impl Consultation {
+    fn label(&self, who: Who) -> String {
+        format!("{}/{}", self.id, who.name())
+    }
+}
+
+/// A practice's clinician, available Mondays 09:00 to 12:00, and a patient registered there who has
+/// booked Monday 09:00 with them.
+async fn seed(
+    app: &TestApp,
+    practice: PracticeId,
+    monday: Date,
+    index: usize,
+) -> (Consultation, [Client; 2]) {
+    let clinician = app.user(Role::Clinician, Some(practice), true).await;
+    let clinician_api = app.login(&clinician).await;
+    let (status, body) = clinician_api
+        .post(
+            &format!("/api/v1/clinicians/{}/availability/rules", clinician.id),
+            json!({"weekday": 1, "start": "09:00", "end": "12:00", "slot_minutes": 15, "kinds": "either"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let patient = app.user(Role::Patient, None, false).await;
+    let patient_api = app.login(&patient).await;
+    register(&patient_api, &clinician_api, practice).await;
+    let (status, body) = patient_api
+        .post(
+            "/api/v1/appointments",
+            json!({"clinician_id": clinician.id, "start": at(monday, 9, 0).to_string(), "kind": "video"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let consultation = Consultation {
+        name: format!("C{index:02}"),
+        id: String::new(),
+        appointment: body["id"].as_str().unwrap().to_owned(),
+        practice,
+        patient,
+        clinician,
+    };
+    (consultation, [patient_api, clinician_api])
+}
+
+/// One call in progress, driven by its own task.
+struct Call {
+    c: Consultation,
+    apis: [Client; 2],
+    peers: [Option<Peer>; 2],
+    mode: ConsultationMode,
+}
+
+impl Call {
+    fn path(&self, what: &str) -> String {
+        format!("/api/v1/appointments/{}/{what}", self.c.appointment)
+    }
+
+    fn peer(&self, who: Who) -> &Peer {
+        self.peers[who.slot()].as_ref().expect("in the call")
+    }
+
+    fn peer_mut(&mut self, who: Who) -> &mut Peer {
+        self.peers[who.slot()].as_mut().expect("in the call")
+    }
+
+    async fn run_for(&mut self, duration: Duration) {
+        let end = Instant::now() + duration;
+        loop {
+            for peer in self.peers.iter_mut().flatten() {
+                peer.pump();
+            }
+            if Instant::now() >= end {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn run_until(&mut self, what: &str, done: impl Fn(&Call) -> bool) {
+        let end = Instant::now() + WAIT;
+        while !done(self) {
+            assert!(
+                Instant::now() < end,
+                "{}: timed out waiting for {what}",
+                self.c.name
+            );
+            self.run_for(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// `who` joins (again) from a new peer in the call's mode, replacing any connection they had.
+    async fn join(&mut self, who: Who, phase: u32) {
+        let mut peer = Peer::new(&self.c.label(who)).await;
+        let offer = peer.offer(self.mode == Video);
+        let path = self.path("call");
+        let (status, body) = peer
+            .signal(&self.apis[who.slot()], &path, offer, mode_name(self.mode))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}: the {} joins before phase {phase}: {body}",
+            self.c.name,
+            who.name()
+        );
+        self.peers[who.slot()] = Some(peer);
+        self.run_until(&format!("the {} to connect", who.name()), |call| {
+            call.peer(who).connected
+        })
+        .await;
+    }
+
+    /// `by` switches mode, then the other side renegotiates to match.
+    async fn switch(&mut self, by: Who, phase: u32) {
+        self.mode = if self.mode == Video { AudioOnly } else { Video };
+        for who in [by, by.other()] {
+            let mode = self.mode;
+            let path = self.path("call/mode");
+            let peer = self.peers[who.slot()].as_mut().expect("in the call");
+            let offer = if mode == Video {
+                peer.offer_with_video()
+            } else {
+                peer.offer_without_video()
+            };
+            let (status, body) = peer
+                .signal(&self.apis[who.slot()], &path, offer, mode_name(mode))
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{}: the {} switches to {mode:?} before phase {phase}: {body}",
+                self.c.name,
+                who.name()
+            );
+        }
+    }
+
+    async fn reconnect(&mut self, who: Who, leave_first: bool, phase: u32) {
+        self.check_received();
+        self.peers[who.slot()] = None;
+        if leave_first {
+            let (status, body) = self.apis[who.slot()]
+                .post(&self.path("call/leave"), json!({}))
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::NO_CONTENT,
+                "{}: the {} leaves before phase {phase}: {body}",
+                self.c.name,
+                who.name()
+            );
+        }
+        self.join(who, phase).await;
+    }
+
+    /// Both send a phase's frames (video too, in a video call), and each gets all of the other's.
+    async fn exchange(&mut self, phase: u32) {
+        let video = self.mode == Video;
+        for n in 0..FRAMES {
+            for who in BOTH {
+                let peer = self.peer_mut(who);
+                peer.send(MediaKind::Audio, phase, n);
+                if video {
+                    peer.send(MediaKind::Video, phase, n);
+                }
+            }
+            self.run_for(Duration::from_millis(20)).await;
+        }
+        let kinds: &[&str] = if video { &["audio", "video"] } else { &["audio"] };
+        self.run_until(&format!("phase {phase} to arrive"), |call| {
+            BOTH.iter().all(|&to| {
+                let from = call.c.label(to.other());
+                kinds
+                    .iter()
+                    .all(|kind| call.peer(to).received(&from, kind, phase) == all())
+            })
+        })
+        .await;
+        self.check_received();
+    }
+
+    /// Each peer got only its own call's frames, and none of its own back.
+    fn check_received(&self) {
+        for peer in self.peers.iter().flatten() {
+            for marker in &peer.received {
+                assert!(
+                    marker.label.starts_with(&self.c.id),
+                    "{}: the {} got another consultation's frame {marker:?}",
+                    self.c.name,
+                    peer.label
+                );
+                assert_ne!(marker.label, peer.label, "{}: a frame came back", self.c.name);
+            }
+        }
+    }
+}
+
+/// Runs a call's script. Before the restart it reports on `ready` and waits for clients of the new
+/// server on `resumed`.
+async fn drive(
+    c: Consultation,
+    apis: [Client; 2],
+    events: Vec<Event>,
+    ready: mpsc::Sender<()>,
+    resumed: oneshot::Receiver<[Client; 2]>,
+) -> [Client; 2] {
+    let mut call = Call {
+        c,
+        apis,
+        peers: [None, None],
+        mode: Video,
+    };
+    let mut resumed = Some(resumed);
+    call.join(Who::Patient, 0).await;
+    call.join(Who::Clinician, 0).await;
+    // The SFU's side of a connection comes up a moment after the peer's.
+    call.run_for(Duration::from_millis(300)).await;
+    for (phase, event) in (0..).zip(events) {
+        match event {
+            Event::Quiet => {}
+            Event::Switch { by } => call.switch(by, phase).await,
+            Event::Reconnect { who, leave_first } => call.reconnect(who, leave_first, phase).await,
+            Event::Restart { first } => {
+                call.check_received();
+                call.peers = [None, None];
+                ready.send(()).await.unwrap();
+                call.apis = resumed
+                    .take()
+                    .expect("one restart")
+                    .await
+                    .expect("the test resumes the calls");
+                call.join(first, phase).await;
+                call.join(first.other(), phase).await;
+            }
+        }
+        if event != Event::Quiet {
+            call.run_for(Duration::from_millis(300)).await;
+        }
+        call.exchange(phase).await;
+        // Frames reach the recorder apart from signaling: a pause keeps them in their segment.
+        call.run_for(Duration::from_millis(200)).await;
+    }
+    let (status, body) = call.apis[Who::Clinician.slot()]
+        .post(&call.path("complete"), json!({}))
+        .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (StatusCode::OK, &json!("completed")),
+        "{}: completing: {body}",
+        call.c.name
+    );
+    call.apis
+}
+
+/// Waits for `count` calls to report ready; a call's task that ended before (it failed) fails the test
+/// with its own message.
+async fn wait_ready<T>(
+    ready: &mut mpsc::Receiver<()>,
+    count: usize,
+    tasks: &mut [tokio::task::JoinHandle<T>],
+) {
+    let mut seen = 0;
+    while seen < count {
+        tokio::select! {
+            Some(_) = ready.recv() => seen += 1,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if let Some(task) = tasks.iter_mut().find(|t| t.is_finished()) {
+                    match task.await {
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(e) => panic!("a call ended before the restart: {e}"),
+                        Ok(_) => panic!("a call ended before the restart"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The recording of a consultation as read back: its id, segments and each segment's frames as
+/// (sender, marker), decrypted with its data key unwrapped by `master`.
+struct Recorded {
+    id: RecordingId,
+    segments: Vec<(u32, SegmentReason, ConsultationMode)>,
+    frames: Vec<Vec<(uuid::Uuid, Marker)>>,
+}
+
+async fn recorded(state: &AppState, master: &MasterKey, c: &Consultation) -> Recorded {
+    let store = &state.store;
+    let appointment: AppointmentId = c.appointment.parse().unwrap();
+    let facts = store.consultation_ref(appointment).await.unwrap().unwrap();
+    let patient = Principal {
+        user: c.patient.id,
+        role: Role::Patient,
+        practice: None,
+    };
+    let grant =
+        authorize::<actions::JoinConsultation>(&patient, facts, &Context { mfa_verified: true }).unwrap();
+    let call = store.consultation_call(&grant).await.unwrap().unwrap();
+    let recording = call.recording;
+    let stored = store.recording_key(&grant).await.unwrap();
+    let wrapped =
+        hex::decode(stored.unwrap_or_else(|| panic!("{}: recording {recording} has no key", c.name)))
+            .unwrap();
+    let key = WrappedKey::from_bytes(&wrapped)
+        .unwrap()
+        .unwrap(master, recording.as_uuid())
+        .unwrap_or_else(|e| panic!("{}: recording {recording}'s key: {e}", c.name));
+    let dir = state.config.recordings_dir();
+    let mut frames = Vec::new();
+    for segment in &call.segments {
+        let path = segment_path(&dir, recording.as_uuid(), segment.index);
+        let reader = SegmentReader::open(&path, &key, recording.as_uuid(), segment.index)
+            .unwrap_or_else(|e| panic!("{}: recording {recording} segment {}: {e}", c.name, segment.index));
+        frames.push(
+            reader
+                .map(|frame| {
+                    let frame = frame.unwrap_or_else(|e| {
+                        panic!(
+                            "{}: recording {recording} segment {} is damaged: {e}",
+                            c.name, segment.index
+                        )
+                    });
+                    let marker = Marker::of_frame(frame.track == Track::Video, &frame.payload);
+                    (frame.sender.0, marker)
+                })
+                .collect(),
+        );
+    }
+    Recorded {
+        id: recording,
+        segments: call
+            .segments
+            .iter()
+            .map(|s| (s.index, s.reason, s.mode))
+            .collect(),
+        frames,
+    }
+}
+
+/// Checks a recording against its consultation's script: only its own frames, each sent by the
+/// participant it names, every phase in the segment the script put it in and nowhere else, video only
+/// while the call was in video, and both modes present.
+fn check_recording(c: &Consultation, rec: &Recorded, expect: &Expected, names: &HashMap<String, String>) {
+    let whose = format!("{}'s recording {}", c.name, rec.id);
+    let segments: Vec<_> = rec.segments.iter().map(|&(_, r, m)| (r, m)).collect();
+    assert_eq!(segments, expect.segments, "{whose}: its segments");
+    let indices: Vec<u32> = rec.segments.iter().map(|s| s.0).collect();
+    assert_eq!(
+        indices,
+        (0..indices.len() as u32).collect::<Vec<_>>(),
+        "{whose}: segment numbers"
+    );
+    for (s, frames) in rec.frames.iter().enumerate() {
+        for (sender, marker) in frames {
+            let (consultation, who) = marker.label.split_once('/').unwrap();
+            assert!(
+                consultation == c.id,
+                "{whose}, segment {s}: a frame of {} ({marker:?})",
+                names.get(consultation).map_or("no consultation", String::as_str)
+            );
+            let sent_by = if who == "patient" {
+                &c.patient
+            } else {
+                &c.clinician
+            };
+            assert_eq!(
+                *sender,
+                sent_by.id.as_uuid(),
+                "{whose}, segment {s}: {marker:?} is filed under another sender"
+            );
+        }
+    }
+    let numbers = |s: usize, label: &str, kind: &str, phase: u32| -> BTreeSet<u32> {
+        rec.frames[s]
+            .iter()
+            .filter(|(_, m)| m.label == label && m.kind == kind && m.phase == phase)
+            .map(|(_, m)| m.n)
+            .collect()
+    };
+    for (phase, &(segment, mode)) in (0..).zip(&expect.phases) {
+        for who in BOTH {
+            let label = c.label(who);
+            for kind in ["audio", "video"] {
+                let present = kind == "audio" || mode == Video;
+                for s in 0..rec.frames.len() {
+                    let expected = if present && s == segment {
+                        all()
+                    } else {
+                        BTreeSet::new()
+                    };
+                    assert_eq!(
+                        numbers(s, &label, kind, phase),
+                        expected,
+                        "{whose}, segment {s}: the {}'s {kind} of phase {phase} ({mode:?}, belongs in segment {segment})",
+                        who.name()
+                    );
+                }
+            }
+        }
+    }
+    for (mode, kind) in [(AudioOnly, "audio"), (Video, "video")] {
+        assert!(
+            rec.segments
+                .iter()
+                .zip(&rec.frames)
+                .any(|(s, frames)| s.2 == mode && frames.iter().any(|(_, m)| m.kind == kind)),
+            "{whose}: no {kind} recorded in a {mode:?} segment"
+        );
+    }
+}
+
+async fn incident_at_scale(db: Option<TestDatabase>) {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let keys = tempfile::tempdir().unwrap();
+    let master_path = keys.path().join("master.key");
+    let mut master_bytes = [0u8; 32];
+    rng.fill_bytes(&mut master_bytes);
+    std::fs::write(&master_path, master_bytes).unwrap();
+    let master = MasterKey::load(&master_path).unwrap();
+    let configured = master_path.clone();
+    let app = TestApp::spawn_with(db, move |c| c.master_key_file = Some(configured)).await;
+
+    let monday = Timestamp::now()
+        .to_zoned(london())
+        .date()
+        .checked_add(jiff::Span::new().days(14))
+        .unwrap()
+        .nth_weekday(1, Weekday::Monday)
+        .unwrap();
+    set_clock(&app.clock, at(monday, 8, 0));
+    let mut practices = Vec::new();
+    for p in 0..PRACTICES {
+        practices.push(app.practice(&format!("Practice {p}")).await);
+    }
+    let seeded = join_all((0..CONSULTATIONS).map(|i| seed(&app, practices[i % PRACTICES], monday, i))).await;
+    set_clock(&app.clock, at(monday, 8, 55));
+    let mut consultations = Vec::new();
+    let mut clients = Vec::new();
+    for (mut c, apis) in seeded {
+        let [patient_api, clinician_api] = &apis;
+        let path = format!("/api/v1/appointments/{}", c.appointment);
+        let (status, body) = patient_api.post(&format!("{path}/check-in"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{}: check-in: {body}", c.name);
+        let (status, body) = clinician_api.post(&format!("{path}/start"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{}: start: {body}", c.name);
+        let facts = app
+            .running
+            .state
+            .store
+            .consultation_ref(c.appointment.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        c.id = facts.id.to_string();
+        consultations.push(c);
+        clients.push(apis);
+    }
+    let names: HashMap<String, String> = consultations
+        .iter()
+        .map(|c| (c.id.clone(), c.name.clone()))
+        .collect();
+    let scripts: Vec<Vec<Event>> = (0..CONSULTATIONS).map(|_| script(&mut rng)).collect();
+    let seeded_in = started.elapsed();
+
+    let (ready_tx, mut ready) = mpsc::channel(CONSULTATIONS);
+    let mut resume = Vec::new();
+    let mut tasks = Vec::new();
+    for ((c, apis), events) in consultations.iter().cloned().zip(clients).zip(&scripts) {
+        let (resume_tx, resumed) = oneshot::channel();
+        resume.push(resume_tx);
+        tasks.push(tokio::spawn(drive(
+            c,
+            apis,
+            events.clone(),
+            ready_tx.clone(),
+            resumed,
+        )));
+    }
+    drop(ready_tx);
+
+    // Every call is in the middle of its script: the server stops as a deployment stops it and is
+    // started again on the same data, with the same configuration.
+    wait_ready(&mut ready, CONSULTATIONS, &mut tasks).await;
+    let TestApp { running, clock, .. } = app;
+    assert_eq!(
+        running.state.calls.sfu().recorder_dropped(),
+        0,
+        "frames the recorder missed before the restart"
+    );
+    let config = (*running.state.config).clone();
+    running.stop().await.unwrap();
+    // A minute on, so that the clinicians' next authenticator codes are not the ones already spent.
+    clock.advance(Duration::from_secs(60));
+    let running = confide_server::spawn(config, clock.clone()).await.unwrap();
+    let now_secs = (clock.now_ms() / 1000) as u64;
+    let logins = join_all(consultations.iter().map(|c| async {
+        [
+            login_at(running.url(), now_secs, &c.patient).await,
+            login_at(running.url(), now_secs, &c.clinician).await,
+        ]
+    }))
+    .await;
+    for (tx, apis) in resume.into_iter().zip(logins) {
+        assert!(tx.send(apis).is_ok(), "a call ended during the restart");
+    }
+    let mut apis = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(clients) => apis.push(clients),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    assert_eq!(
+        running.state.calls.sfu().recorder_dropped(),
+        0,
+        "frames the recorder missed after the restart"
+    );
+    let called_in = started.elapsed() - seeded_in;
+
+    // Every recording, read back with its own key.
+    let state = &running.state;
+    let mut recordings = HashMap::new();
+    for (c, events) in consultations.iter().zip(&scripts) {
+        let rec = recorded(state, &master, c).await;
+        check_recording(c, &rec, &expected(events), &names);
+        recordings.insert(rec.id, c.name.clone());
+    }
+    assert_eq!(recordings.len(), CONSULTATIONS, "one recording per consultation");
+
+    // Each patient's list holds their own recording, bound to their consultation and clinician.
+    for c in &consultations {
+        let patient = Principal {
+            user: c.patient.id,
+            role: Role::Patient,
+            practice: None,
+        };
+        let on = state.store.patient_ref(c.patient.id).await.unwrap().unwrap();
+        let grant =
+            authorize::<actions::ListRecordings>(&patient, on, &Context { mfa_verified: true }).unwrap();
+        let listed = state.store.patient_recordings(&grant).await.unwrap();
+        let listed_names: Vec<_> = listed
+            .iter()
+            .map(|r| {
+                recordings
+                    .get(&r.id)
+                    .map_or("an unknown recording", String::as_str)
+            })
+            .collect();
+        assert_eq!(
+            listed_names,
+            [c.name.as_str()],
+            "{}'s patient's recordings",
+            c.name
+        );
+        let r = &listed[0];
+        assert_eq!(
+            (r.consultation.to_string(), r.patient, r.clinician, r.practice),
+            (c.id.clone(), c.patient.id, c.clinician.id, c.practice),
+            "{}: recording {}'s owners",
+            c.name,
+            r.id
+        );
+    }
+
+    // And through the API: each patient and each clinician sees that one recording only.
+    let ids: HashMap<&str, &RecordingId> = recordings.iter().map(|(id, name)| (name.as_str(), id)).collect();
+    for (c, clients) in consultations.iter().zip(&apis) {
+        for who in BOTH {
+            let (status, body) = clients[who.slot()].get("/api/v1/recordings").await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{}: the {}'s recordings: {body}",
+                c.name,
+                who.name()
+            );
+            let listed: Vec<String> = body
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: the {}'s recordings: {body}", c.name, who.name()))
+                .iter()
+                .map(|r| {
+                    let id: RecordingId = r["id"].as_str().unwrap().parse().unwrap();
+                    recordings
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("unknown recording {id}"))
+                })
+                .collect();
+            assert_eq!(
+                listed,
+                [c.name.as_str()],
+                "{}: the {} lists recordings of these consultations (own: {})",
+                c.name,
+                who.name(),
+                ids[c.name.as_str()]
+            );
+        }
+    }
+
+    let switches = scripts
+        .iter()
+        .flatten()
+        .filter(|e| matches!(e, Event::Switch { .. }))
+        .count();
+    let reconnects = scripts
+        .iter()
+        .flatten()
+        .filter(|e| matches!(e, Event::Reconnect { .. }))
+        .count();
+    assert!(reconnects > 0, "the script reconnects somewhere");
+    eprintln!(
+        "incident: {CONSULTATIONS} consultations, {switches} switches, {reconnects} reconnects, 1 restart; \
+         seeded in {seeded_in:.1?}, called in {called_in:.1?}"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_at_scale_on_sqlite() {
+    incident_at_scale(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_at_scale_on_postgres() {
+    if let Some(db) = TestDatabase::postgres().await {
+        incident_at_scale(Some(db)).await;
+    }
+}
