@@ -78,6 +78,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/triage/{id}", get(triage::show))
         .route("/schedule", get(schedule::day))
         .route("/schedule/appointments/{id}", post(schedule::act))
+        .route(
+            "/schedule/appointments/{id}/symptom-check",
+            get(schedule::symptom_check),
+        )
         .route("/availability", get(schedule::availability))
         .route("/availability/rules", post(schedule::add_rule))
         .route("/availability/rules/remove", post(schedule::remove_rule))

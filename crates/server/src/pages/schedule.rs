@@ -6,9 +6,9 @@ use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use confide_domain::PracticeId;
 use confide_domain::identity::Role;
 use confide_domain::scheduling::AppointmentStatus;
+use confide_domain::{AppointmentId, PracticeId};
 use jiff::civil::Date;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -21,6 +21,7 @@ use super::{
 use crate::AppState;
 use crate::api;
 use crate::api::availability::{DayView, ExceptionView, NewException, NewRule, RuleView, ScheduleItem};
+use crate::api::triage::TriageSummaryView;
 use crate::auth::Session;
 use crate::error::ApiError;
 use crate::gate::RequestId;
@@ -123,6 +124,8 @@ struct ScheduleRow {
     can_complete: bool,
     can_record_no_show: bool,
     can_cancel: bool,
+    /// The patient shared their symptom check with this appointment (shown to its own clinician only).
+    symptom_check: bool,
 }
 
 fn schedule_row(item: ScheduleItem, own: bool) -> ScheduleRow {
@@ -138,6 +141,7 @@ fn schedule_row(item: ScheduleItem, own: bool) -> ScheduleRow {
         kind: kind_label(&item.kind),
         status: appointment_status_label(status),
         waiting: item.waiting_minutes.map(waited),
+        symptom_check: false,
     }
 }
 
@@ -220,6 +224,19 @@ async fn schedule_page(
             }
         },
     };
+    let mut day = day;
+    if let Some(panel) = day
+        .as_mut()
+        .filter(|d| d.clinician_id == session.account().id.as_uuid())
+    {
+        for row in panel.appointments.iter_mut() {
+            row.symptom_check = state
+                .store
+                .appointment_has_triage(AppointmentId::from_uuid(row.id))
+                .await
+                .map_err(ApiError::from)?;
+        }
+    }
     let refresh = day
         .as_ref()
         .filter(|_| error.message().is_none())
@@ -848,4 +865,38 @@ mod tests {
         assert_eq!(waited(1), "1 minute");
         assert_eq!(waited(12), "12 minutes");
     }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "symptom_check.html")]
+struct SymptomCheckPage {
+    layout: Layout,
+    patient: String,
+    time: String,
+    back: String,
+    summary: TriageSummaryView,
+}
+
+/// The symptom check a patient shared with an appointment, for that appointment's own clinician (and the
+/// patient); anyone else, and an appointment without one, gets the same 404.
+pub async fn symptom_check(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    csrf: CsrfToken,
+    request: RequestId,
+    PagePath(id): PagePath<Uuid>,
+) -> Result<Response, PageError> {
+    let appointment = api::appointments::get(&state, &session, id, &request).await?;
+    let summary = appointment.triage_summary.ok_or(PageError::NotFound)?;
+    // `local_start` is RFC 3339 in the practice's zone: its date and hh:mm are the appointment's own.
+    let date = appointment.local_start.get(..10).unwrap_or_default();
+    let time = appointment.local_start.get(11..16).unwrap_or_default();
+    let page = SymptomCheckPage {
+        layout: Layout::new(Some(&session), &csrf),
+        patient: appointment.patient_name,
+        time: format!("{}, {time}", long_date(date)),
+        back: schedule_url(date, &appointment.clinician_id.to_string(), None),
+        summary,
+    };
+    Ok(page.into_response())
 }

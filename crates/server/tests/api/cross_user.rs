@@ -1317,56 +1317,56 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
     ];
 
     // (who, what they may see, page → expected status)
-    let cases: Vec<(&str, &Person, &[&str], [u16; 12])> = vec![
+    let cases: Vec<(&str, &Person, &[&str], [u16; 13])> = vec![
         // pages: as listed in `pages` below
         (
             "ann",
             &ann,
             &["ann", "ann-note", "ann-reason"],
-            [200, 200, 200, 404, 200, 200, 404, 404, 404, 200, 404, 404],
+            [200, 200, 200, 404, 200, 200, 404, 404, 404, 200, 404, 404, 404],
         ),
         (
             "bob",
             &bob,
             &["bob", "bob-note"],
-            [200, 200, 200, 404, 200, 404, 404, 404, 404, 200, 404, 404],
+            [200, 200, 200, 404, 200, 404, 404, 404, 404, 200, 404, 404, 404],
         ),
         (
             "cat",
             &cat,
             &["cat"],
-            [200, 200, 200, 404, 200, 404, 404, 404, 404, 200, 404, 404],
+            [200, 200, 200, 404, 200, 404, 404, 404, 404, 200, 404, 404, 404],
         ),
         (
             "north clinician",
             &gp,
             &["ann", "ann-note", "cat"],
-            [200, 404, 404, 200, 404, 404, 200, 200, 404, 200, 404, 200],
+            [200, 404, 404, 200, 404, 404, 200, 200, 404, 200, 404, 200, 404],
         ),
         (
             "south clinician",
             &gp_south,
             &["bob", "bob-note"],
-            [200, 404, 404, 200, 404, 404, 404, 404, 404, 200, 404, 200],
+            [200, 404, 404, 200, 404, 404, 404, 404, 404, 200, 404, 200, 404],
         ),
         // The practice admin sees who is booked when, never why.
         (
             "north admin",
             &admin,
             &["ann", "cat"],
-            [200, 404, 404, 200, 404, 404, 200, 200, 404, 404, 404, 404],
+            [200, 404, 404, 200, 404, 404, 200, 200, 404, 404, 404, 404, 404],
         ),
         (
             "platform admin",
             &platform,
             &[],
-            [200, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404],
+            [200, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404],
         ),
         (
             "clinician without a second factor",
             &unenrolled,
             &[],
-            [303, 303, 303, 303, 303, 303, 303, 303, 303, 303, 303, 303],
+            [303, 303, 303, 303, 303, 303, 303, 303, 303, 303, 303, 303, 303],
         ),
     ];
     let appointment_page = format!("/appointments/{appointment}");
@@ -1378,6 +1378,8 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
     // not-found page for everyone; its break-glass form shows nothing about it, to clinicians only.
     let unknown_recording = format!("/recordings/{}", Uuid::new_v4());
     let break_glass_page = format!("{unknown_recording}/break-glass");
+    // Nothing was shared with this appointment: the page is the not-found page for everyone.
+    let symptom_check_page = format!("/schedule/appointments/{appointment}/symptom-check");
     let pages = [
         "/home",
         "/record",
@@ -1391,6 +1393,7 @@ async fn pages_show_each_person_only_what_the_policy_gives_them() {
         "/recordings",
         unknown_recording.as_str(),
         break_glass_page.as_str(),
+        symptom_check_page.as_str(),
     ];
     for (label, who, visible, expected) in &cases {
         for (page, status) in pages.iter().zip(expected) {

@@ -437,6 +437,28 @@ async fn patient_conversations_are_theirs_alone(db: Option<TestDatabase>) {
         let (status, body) = who.get(&format!("/api/v1/appointments/{appointment}")).await;
         assert_eq!((status, body), (StatusCode::NOT_FOUND, not_found_body()));
     }
+    // The clinician reads it on a page, linked from their schedule; nobody else but the patient does.
+    let page = format!("/schedule/appointments/{appointment}/symptom-check");
+    let date = &booked["local_start"].as_str().unwrap()[..10];
+    let (status, schedule) = gp
+        .get(&format!("/schedule?date={date}&clinician={}", gp_user.id))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{schedule}");
+    assert!(schedule.as_str().unwrap().contains(&page), "{schedule}");
+    for who in [&gp, &patient] {
+        let (status, html) = who.get(&page).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(
+            html.as_str().unwrap().contains("burning pain when I pee"),
+            "{html}"
+        );
+    }
+    for who in [&colleague, &stranger_gp, &other] {
+        let (status, html) = who.get(&page).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+    }
+    let (status, _) = anon.get(&page).await;
+    assert!(status.is_redirection(), "{status}");
     // A booking without sharing carries no summary.
     let (status, plain) = patient
         .post(
