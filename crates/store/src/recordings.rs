@@ -233,18 +233,25 @@ impl Store {
         .transpose()
     }
 
+    /// A recording's segments in order, as rows of `idx, reason, mode, started_at`.
+    pub(crate) async fn recording_segment_rows(
+        &self,
+        scope: Scope<'_>,
+        recording: &str,
+    ) -> Result<Vec<OwnedRow>> {
+        self.select(
+            scope,
+            "SELECT idx, reason, mode, started_at FROM recording_segments WHERE recording_id = $1 ORDER BY idx",
+            &[Param::from(recording)],
+        )
+        .await
+    }
+
     async fn summaries(&self, scope: Scope<'_>, rows: Vec<OwnedRow>) -> Result<Vec<RecordingSummary>> {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
-            let segments = self
-                .select(
-                    scope,
-                    "SELECT idx, reason, mode, started_at FROM recording_segments WHERE recording_id = $1 \
-                     ORDER BY idx",
-                    &[Param::from(&id)],
-                )
-                .await?;
+            let segments = self.recording_segment_rows(scope, &id).await?;
             out.push(RecordingSummary {
                 id: row.parse("id")?,
                 consultation: row.parse("consultation_id")?,

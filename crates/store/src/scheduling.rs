@@ -1077,14 +1077,7 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
-            let segments = self
-                .select(
-                    scope,
-                    "SELECT idx, reason, mode, started_at FROM recording_segments WHERE recording_id = $1 \
-                     ORDER BY idx",
-                    &[Param::from(&id)],
-                )
-                .await?;
+            let segments = self.recording_segment_rows(scope, &id).await?;
             out.push(StoredRecording {
                 id: row.parse("id")?,
                 consultation: row.parse("consultation_id")?,

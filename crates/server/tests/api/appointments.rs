@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use confide_domain::identity::Role;
 use confide_domain::{AppointmentId, PracticeId, Timestamp, UserId};
-use confide_server::{AppState, Clock, ManualClock, Running, ServerConfig};
+use confide_server::{AppState, ManualClock, Running, ServerConfig};
 use confide_store::testing::TestDatabase;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
@@ -18,15 +18,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{Client, PASSWORD, Seeded, TestApp, not_found_body, register};
-
-fn london() -> TimeZone {
-    TimeZone::get("Europe/London").unwrap()
-}
-
-/// The instant of `hour:minute` on `day` in London.
-fn at(day: Date, hour: i8, minute: i8) -> Timestamp {
-    day.at(hour, minute, 0, 0).to_zoned(london()).unwrap().timestamp()
-}
+use crate::helpers::{at, london, set_clock};
 
 /// The first Monday at least two weeks from today in London.
 fn monday_ahead() -> Date {
@@ -37,13 +29,6 @@ fn monday_ahead() -> Date {
         .unwrap()
         .nth_weekday(1, Weekday::Monday)
         .unwrap()
-}
-
-/// Moves a manual clock forward to `to`: it has no setter.
-fn set_clock(clock: &ManualClock, to: Timestamp) {
-    let ms = to.as_millisecond() - clock.now_ms();
-    assert!(ms >= 0, "the clock only moves forward");
-    clock.advance(Duration::from_millis(ms as u64));
 }
 
 fn code(body: &Value) -> Option<&str> {

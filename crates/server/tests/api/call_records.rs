@@ -11,47 +11,22 @@ use std::time::{Duration, Instant};
 
 use confide_domain::identity::Role;
 use confide_domain::policy::{Context, Principal, actions, authorize};
-use confide_domain::{AppointmentId, PracticeId, Timestamp};
+use confide_domain::{AppointmentId, PracticeId};
 use confide_media::sfu::recorder::segment_path;
 use confide_media::{MasterKey, SegmentReader, Track, WrappedKey};
-use confide_server::{Clock as _, ManualClock};
 use confide_store::testing::TestDatabase;
 use confide_store::{Role as StoreRole, Store, UnscopedTable};
-use jiff::civil::{Date, Weekday};
-use jiff::tz::TimeZone;
+use jiff::civil::Date;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use str0m::media::MediaKind;
 
 use crate::helpers::{Client, Seeded, TestApp, not_found_body, register};
+use crate::helpers::{at, next_monday, set_clock};
 use crate::peer::{Marker, Peer};
 
 const FRAMES: u32 = 10;
 const WAIT: Duration = Duration::from_secs(5);
-
-fn london() -> TimeZone {
-    TimeZone::get("Europe/London").unwrap()
-}
-
-fn at(day: Date, hour: i8, minute: i8) -> Timestamp {
-    day.at(hour, minute, 0, 0).to_zoned(london()).unwrap().timestamp()
-}
-
-fn set_clock(clock: &ManualClock, to: Timestamp) {
-    let ms = to.as_millisecond() - clock.now_ms();
-    assert!(ms >= 0, "the clock only moves forward");
-    clock.advance(Duration::from_millis(ms as u64));
-}
-
-fn next_monday() -> Date {
-    Timestamp::now()
-        .to_zoned(london())
-        .date()
-        .checked_add(jiff::Span::new().days(14))
-        .unwrap()
-        .nth_weekday(1, Weekday::Monday)
-        .unwrap()
-}
 
 /// A consultation that has started: its patient and clinician, logged in.
 struct Running {

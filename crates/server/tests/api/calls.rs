@@ -16,32 +16,18 @@ use confide_media::{MasterKey, SegmentError, SegmentReader, Track, WrappedKey};
 use confide_server::{AppState, Clock as _, ManualClock, ServerConfig};
 use confide_store::testing::TestDatabase;
 use jiff::civil::{Date, Weekday};
-use jiff::tz::TimeZone;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use str0m::media::MediaKind;
 
 use crate::helpers::{Client, PASSWORD, Seeded, TestApp, not_found_body, register};
+use crate::helpers::{at, london, set_clock};
 use crate::peer::{Marker, Peer};
 
 /// Frames of each kind each peer sends per phase.
 const FRAMES: u32 = 10;
 /// Bound on each wait; the whole test takes a few seconds when it passes.
 const WAIT: Duration = Duration::from_secs(5);
-
-fn london() -> TimeZone {
-    TimeZone::get("Europe/London").unwrap()
-}
-
-fn at(day: Date, hour: i8, minute: i8) -> Timestamp {
-    day.at(hour, minute, 0, 0).to_zoned(london()).unwrap().timestamp()
-}
-
-fn set_clock(clock: &ManualClock, to: Timestamp) {
-    let ms = to.as_millisecond() - clock.now_ms();
-    assert!(ms >= 0, "the clock only moves forward");
-    clock.advance(Duration::from_millis(ms as u64));
-}
 
 fn all() -> BTreeSet<u32> {
     (0..FRAMES).collect()

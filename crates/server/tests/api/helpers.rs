@@ -325,3 +325,30 @@ pub async fn register(patient: &Client, staff: &Client, practice: PracticeId) ->
     assert_eq!(status, StatusCode::OK, "{body}");
     id
 }
+
+pub fn london() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Europe/London").unwrap()
+}
+
+/// The instant of `hour:minute` on `day` in London.
+pub fn at(day: jiff::civil::Date, hour: i8, minute: i8) -> jiff::Timestamp {
+    day.at(hour, minute, 0, 0).to_zoned(london()).unwrap().timestamp()
+}
+
+/// Moves a manual clock forward to `to`: it has no setter.
+pub fn set_clock(clock: &ManualClock, to: jiff::Timestamp) {
+    let ms = to.as_millisecond() - clock.now_ms();
+    assert!(ms >= 0, "the clock only moves forward");
+    clock.advance(std::time::Duration::from_millis(ms as u64));
+}
+
+/// A Monday at least two weeks ahead, in London.
+pub fn next_monday() -> jiff::civil::Date {
+    jiff::Timestamp::now()
+        .to_zoned(london())
+        .date()
+        .checked_add(jiff::Span::new().days(14))
+        .unwrap()
+        .nth_weekday(1, jiff::civil::Weekday::Monday)
+        .unwrap()
+}

@@ -18,11 +18,10 @@ use confide_domain::policy::{Context, Principal, actions, authorize};
 use confide_domain::{AppointmentId, PracticeId, RecordingId, Timestamp};
 use confide_media::sfu::recorder::segment_path;
 use confide_media::{MasterKey, SegmentReader, Track, WrappedKey};
-use confide_server::{AppState, Clock as _, ManualClock};
+use confide_server::{AppState, Clock as _};
 use confide_store::testing::TestDatabase;
 use futures_util::future::join_all;
 use jiff::civil::{Date, Weekday};
-use jiff::tz::TimeZone;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use reqwest::StatusCode;
@@ -46,6 +45,7 @@ const FRAMES: u32 = 6;
 /// Bound on each wait; a call whose step takes longer fails, naming the step.
 const WAIT: Duration = Duration::from_secs(20);
 
+use crate::helpers::{at, london, set_clock};
 use ConsultationMode::{AudioOnly, Video};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,20 +161,6 @@ fn expected(events: &[Event]) -> Expected {
         phases.push((segments.len() - 1, mode));
     }
     Expected { segments, phases }
-}
-
-fn london() -> TimeZone {
-    TimeZone::get("Europe/London").unwrap()
-}
-
-fn at(day: Date, hour: i8, minute: i8) -> Timestamp {
-    day.at(hour, minute, 0, 0).to_zoned(london()).unwrap().timestamp()
-}
-
-fn set_clock(clock: &ManualClock, to: Timestamp) {
-    let ms = to.as_millisecond() - clock.now_ms();
-    assert!(ms >= 0, "the clock only moves forward");
-    clock.advance(Duration::from_millis(ms as u64));
 }
 
 fn all() -> BTreeSet<u32> {

@@ -5,44 +5,19 @@
 
 use std::time::{Duration, Instant};
 
+use confide_domain::PracticeId;
 use confide_domain::identity::Role;
-use confide_domain::{PracticeId, Timestamp};
-use confide_server::{Clock as _, ManualClock, ServerConfig};
+use confide_server::{Clock as _, ServerConfig};
 use confide_store::testing::TestDatabase;
-use jiff::civil::{Date, Weekday};
-use jiff::tz::TimeZone;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use str0m::media::MediaKind;
 
 use crate::helpers::{Client, Seeded, TestApp, login_at, not_found_body, register};
+use crate::helpers::{at, next_monday, set_clock};
 use crate::peer::Peer;
 
 const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
-
-fn london() -> TimeZone {
-    TimeZone::get("Europe/London").unwrap()
-}
-
-fn at(day: Date, hour: i8, minute: i8) -> Timestamp {
-    day.at(hour, minute, 0, 0).to_zoned(london()).unwrap().timestamp()
-}
-
-fn set_clock(clock: &ManualClock, to: Timestamp) {
-    let ms = to.as_millisecond() - clock.now_ms();
-    assert!(ms >= 0, "the clock only moves forward");
-    clock.advance(Duration::from_millis(ms as u64));
-}
-
-fn next_monday() -> Date {
-    Timestamp::now()
-        .to_zoned(london())
-        .date()
-        .checked_add(jiff::Span::new().days(14))
-        .unwrap()
-        .nth_weekday(1, Weekday::Monday)
-        .unwrap()
-}
 
 /// A practice whose clinician and registered patient have had a recorded call, and the people around
 /// them who must not see it.
