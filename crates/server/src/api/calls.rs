@@ -115,6 +115,47 @@ async fn record_step(
     Ok(())
 }
 
+/// Joining and switching mode are one offer/answer exchange; they differ in what the call does with it.
+#[derive(Clone, Copy)]
+enum Step {
+    Join,
+    SwitchMode,
+}
+
+async fn negotiate(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    req: CallRequest,
+    request: &RequestId,
+    step: Step,
+) -> Result<CallAnswer, ApiError> {
+    let grant = join_grant(state, session, id, request).await?;
+    if let Some(decision) = req.consent {
+        crate::api::consultation_records::record_consent(state, session, id, decision, request).await?;
+    }
+    let mode = ConsultationMode::from(req.mode);
+    let now_ms = state.clock.now_ms();
+    let (answer, action) = match step {
+        Step::Join => (
+            state
+                .calls
+                .join(&state.store, &grant, req.sdp, mode, now_ms)
+                .await?,
+            "consultation.joined",
+        ),
+        Step::SwitchMode => (
+            state
+                .calls
+                .switch_mode(&state.store, &grant, req.sdp, mode, now_ms)
+                .await?,
+            "consultation.mode_switched",
+        ),
+    };
+    record_step(state, session, &grant, action, mode.as_str(), request).await?;
+    Ok(CallAnswer { sdp: answer.sdp })
+}
+
 pub async fn join(
     state: &AppState,
     session: &Session,
@@ -122,31 +163,7 @@ pub async fn join(
     req: CallRequest,
     request: &RequestId,
 ) -> Result<CallAnswer, ApiError> {
-    let grant = join_grant(state, session, id, request).await?;
-    if let Some(decision) = req.consent {
-        crate::api::consultation_records::record_consent(state, session, id, decision, request).await?;
-    }
-    let answer = state
-        .calls
-        .join(
-            &state.store,
-            &grant,
-            req.sdp,
-            req.mode.into(),
-            state.clock.now_ms(),
-        )
-        .await?;
-    let mode = ConsultationMode::from(req.mode);
-    record_step(
-        state,
-        session,
-        &grant,
-        "consultation.joined",
-        mode.as_str(),
-        request,
-    )
-    .await?;
-    Ok(CallAnswer { sdp: answer.sdp })
+    negotiate(state, session, id, req, request, Step::Join).await
 }
 
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/call", tag = "calls", params(("id" = Uuid, Path)),
@@ -174,31 +191,7 @@ pub async fn switch_mode(
     req: CallRequest,
     request: &RequestId,
 ) -> Result<CallAnswer, ApiError> {
-    let grant = join_grant(state, session, id, request).await?;
-    if let Some(decision) = req.consent {
-        crate::api::consultation_records::record_consent(state, session, id, decision, request).await?;
-    }
-    let answer = state
-        .calls
-        .switch_mode(
-            &state.store,
-            &grant,
-            req.sdp,
-            req.mode.into(),
-            state.clock.now_ms(),
-        )
-        .await?;
-    let mode = ConsultationMode::from(req.mode);
-    record_step(
-        state,
-        session,
-        &grant,
-        "consultation.mode_switched",
-        mode.as_str(),
-        request,
-    )
-    .await?;
-    Ok(CallAnswer { sdp: answer.sdp })
+    negotiate(state, session, id, req, request, Step::SwitchMode).await
 }
 
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/call/mode", tag = "calls", params(("id" = Uuid, Path)),
