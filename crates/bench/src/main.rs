@@ -36,6 +36,11 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
+/// The same allocator as the `confide` binary, so that Confide is measured as it runs (the bare
+/// handler, in the same process, gets it too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WARMUP: Duration = Duration::from_secs(2);
 /// A response slower than this counts as an error, and its connection is replaced.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +85,12 @@ struct Args {
     /// SFU: concurrent 1:1 recorded calls, two synthetic str0m clients each.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=500))]
     calls: u64,
+    /// SFU: worker threads, each with its own socket; one per core if unset.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    sfu_workers: Option<u64>,
+    /// SFU: threads the synthetic clients run on; one per core if unset.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    client_threads: Option<u64>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

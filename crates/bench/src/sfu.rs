@@ -4,11 +4,12 @@
 //! 20 ms frames). Every frame carries its send time and number, so the receiving client measures latency and
 //! loss. In the same run, a floor: the same clients send the same frames as plain UDP packets through a
 //! bare relay thread (no ICE, no SRTP, no SFU logic); the SFU's latency minus the floor's is what the SFU
-//! adds. The SFU and the recorder run on threads of their own, whose CPU time gives forwarded packets per
-//! core, whatever the clients cost. Last, the recording writer's throughput against raw AES-256-GCM.
+//! adds. The SFU's workers and the recorder (with its segments' sync threads) run on threads of their own,
+//! whose CPU time gives forwarded packets per core, whatever the clients cost. Last, the recording writer's throughput against raw AES-256-GCM.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -89,7 +90,13 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<bool> {
     let mut noise = vec![0u8; VIDEO_FRAME_BYTES];
     rand::rng().fill_bytes(&mut noise);
     let noise: Arc<[u8]> = noise.into();
-    let clients = Runtime::start("bench-clients")?;
+    // As many client threads as cores by default: one thread for all clients would saturate before the
+    // SFU does and show its lateness as the SFU's.
+    let client_threads = match args.client_threads {
+        Some(n) => usize::try_from(n)?,
+        None => cores,
+    };
+    let clients = Runtime::start("bench-clients", client_threads)?;
 
     // Two sockets per call, kept for both runs so the floor and the SFU serve the same clients.
     let sockets = (0..2 * calls)
@@ -100,7 +107,12 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<bool> {
 
     let dir = tempfile::tempdir()?;
     let recordings = dir.path().join("recordings");
-    let server = Server::start(recordings.clone()).await?;
+    let workers = match args.sfu_workers {
+        Some(n) => NonZeroUsize::try_from(usize::try_from(n)?)?,
+        None => NonZeroUsize::new(cores).unwrap_or(NonZeroUsize::MIN),
+    };
+    println!("sfu workers: {workers}, client threads: {client_threads}");
+    let server = Server::start(recordings.clone(), workers).await?;
     let sfu = run_sfu(&clients, &server, sockets, &noise, measure).await;
     server.stop().await;
     let sfu = sfu?;
@@ -136,6 +148,8 @@ struct Tally {
     received_packets: u64,
     /// Frames a client could not send on time and skipped.
     skipped: u64,
+    /// Clients whose connection failed (a handshake that timed out on an overloaded machine).
+    failed: u64,
     /// Send time to arrival at the receiving client's application, per frame received in the window.
     latencies_us: Vec<u32>,
 }
@@ -149,6 +163,7 @@ impl Tally {
         self.sent_packets += other.sent_packets;
         self.received_packets += other.received_packets;
         self.skipped += other.skipped;
+        self.failed += other.failed;
         self.latencies_us.extend(other.latencies_us);
     }
 
@@ -294,7 +309,7 @@ impl Schedule {
     }
 }
 
-/// A current-thread Tokio runtime on a named thread of its own, so its CPU time can be told apart.
+/// A Tokio runtime on `threads` named threads of its own, so its CPU time can be told apart.
 struct Runtime {
     handle: Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -302,10 +317,18 @@ struct Runtime {
 }
 
 impl Runtime {
-    fn start(name: &str) -> anyhow::Result<Runtime> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+    fn start(name: &str, threads: usize) -> anyhow::Result<Runtime> {
+        let runtime = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build()?
+        };
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
@@ -332,7 +355,8 @@ impl Drop for Runtime {
     }
 }
 
-/// The SFU driver and the recorder on their own thread, as in the server but apart from the clients.
+/// The SFU driver's workers and the recorder on threads of their own, as in the server but apart from
+/// the clients.
 struct Server {
     _runtime: Runtime,
     sfu: SfuHandle,
@@ -340,12 +364,13 @@ struct Server {
 }
 
 impl Server {
-    async fn start(recordings: std::path::PathBuf) -> anyhow::Result<Server> {
-        let runtime = Runtime::start("sfu")?;
+    async fn start(recordings: std::path::PathBuf, workers: NonZeroUsize) -> anyhow::Result<Server> {
+        // The recorder's forwarding task; the workers have threads of their own, named `sfu-worker-…`.
+        let runtime = Runtime::start("sfu", 1)?;
         let (sfu, recorder) = runtime
             .handle
             .spawn(async move {
-                let (sfu, frames) = driver::start(DriverConfig::default()).await?;
+                let (sfu, frames) = driver::start_workers(DriverConfig::default(), workers)?;
                 let recorder = Recorder::start(recordings, frames)?;
                 anyhow::Ok((sfu, recorder))
             })
@@ -631,7 +656,8 @@ async fn run_sfu(
     }
     let (start, end) = ctl.open_window(measure);
     let sfu = server.sfu.clone();
-    let threads = ["sfu", "confide-recorde", "bench-clients"];
+    // Thread names as the kernel keeps them, cut to 15 bytes.
+    let threads = ["sfu", "confide-recorde", "confide-segmen", "bench-clients"];
     let window = measure_window(start, end, &threads, || sfu.stats().datagrams_sent).await;
     tokio::time::sleep(GRACE).await;
     for room in rooms {
@@ -706,7 +732,11 @@ impl CallClient {
             schedule: Schedule::new(index, of, now),
             tally: Tally::default(),
         };
-        client.run().await?;
+        // A failed connection ends this client only: what its peer sent it counts as lost.
+        if let Err(e) = client.run().await {
+            eprintln!("a client's connection failed: {e}");
+            client.tally.failed += 1;
+        }
         Ok(client.tally)
     }
 
@@ -916,7 +946,8 @@ impl Report {
         let floor_cpu = self.floor.cpu_of("floor-relay");
         let sfu_thread = self.sfu.cpu_of("sfu");
         let recorder_thread = self.sfu.cpu_of("confide-recorde");
-        let sfu_cpu = sfu_thread + recorder_thread;
+        let sync_threads = self.sfu.cpu_of("confide-segmen");
+        let sfu_cpu = sfu_thread + recorder_thread + sync_threads;
         let per_core = |pps: f64, cpu: Duration, run: &Run| pps / (cpu.as_secs_f64() / secs(run)).max(1e-9);
         let floor_per_core = per_core(floor_pps, floor_cpu, &self.floor);
         let sfu_per_core = per_core(sfu_pps, sfu_cpu, &self.sfu);
@@ -947,6 +978,11 @@ impl Report {
             self.sfu.tally.skipped.to_string(),
         );
         row(
+            "clients whose connection failed",
+            "-".into(),
+            self.sfu.tally.failed.to_string(),
+        );
+        row(
             "forwarded packets/s",
             format!("{floor_pps:.0}"),
             format!("{sfu_pps:.0}"),
@@ -957,12 +993,13 @@ impl Report {
             format!("{:.1}", pct(sfu_cpu, &self.sfu)),
         );
         row(
-            "  of which SFU / recorder thread",
+            "  of which SFU / recorder / syncs",
             "-".into(),
             format!(
-                "{:.1} / {:.1}",
+                "{:.1} / {:.1} / {:.1}",
                 pct(sfu_thread, &self.sfu),
-                pct(recorder_thread, &self.sfu)
+                pct(recorder_thread, &self.sfu),
+                pct(sync_threads, &self.sfu)
             ),
         );
         row(
@@ -1030,7 +1067,10 @@ impl Report {
             ),
             (
                 format!("≥ {TARGET_CALLS} concurrent recorded calls without loss"),
-                self.calls as u64 >= TARGET_CALLS && sfu_loss == 0.0 && self.recorder_dropped == 0,
+                self.calls as u64 >= TARGET_CALLS
+                    && sfu_loss == 0.0
+                    && self.sfu.tally.failed == 0
+                    && self.recorder_dropped == 0,
             ),
             (
                 format!(

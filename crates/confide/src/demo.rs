@@ -241,13 +241,21 @@ pub async fn run(args: DemoArgs, env: Env<'_>) -> Result<()> {
     serve::run(confide, listener).await
 }
 
-/// Unless a port is configured, call media goes to the usual STUN port when it is free, so that its
-/// address stays the same across restarts of the demo; otherwise to any free port.
+/// Unless a port is configured, call media goes to the usual STUN port and the ports after it (one per
+/// SFU worker, one worker per core) when they are all free, so that the addresses stay the same across
+/// restarts of the demo; otherwise to any free ports.
 fn demo_media_udp(ip: std::net::IpAddr) -> SocketAddr {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let preferred = SocketAddr::from((ip, DEMO_MEDIA_PORT));
-    match std::net::UdpSocket::bind(preferred) {
-        Ok(_) => preferred,
-        Err(_) => SocketAddr::from((ip, 0)),
+    let all_free = (0..workers).all(|i| {
+        u16::try_from(i)
+            .ok()
+            .and_then(|i| DEMO_MEDIA_PORT.checked_add(i))
+            .is_some_and(|port| std::net::UdpSocket::bind(SocketAddr::from((ip, port))).is_ok())
+    });
+    match all_free {
+        true => preferred,
+        false => SocketAddr::from((ip, 0)),
     }
 }
 

@@ -26,7 +26,15 @@ pub async fn start(mut config: ServerConfig) -> Result<(Confide, TcpListener)> {
 /// Serves until Ctrl-C or SIGTERM, then finishes open requests and flushes the audit log.
 pub async fn run(confide: Confide, listener: TcpListener) -> Result<()> {
     let config = &confide.state().config;
-    let media = confide.state().calls.sfu().public_addr();
+    let media: Vec<String> = confide
+        .state()
+        .calls
+        .sfu()
+        .public_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let media = media.join(", ");
     tracing::info!(listen = %config.listen, url = %config.public_url, %media, "Confide is serving");
     confide
         .serve(listener, shutdown_signal())

@@ -1,20 +1,22 @@
 //! The SFU end to end over UDP on 127.0.0.1: str0m clients stand in for browsers (full ICE,
-//! DTLS, SRTP), join two rooms at once through the driver and send frames whose payloads name
-//! their room, sender, kind, phase and number, so that every delivery and every recorded frame
-//! can be checked against where it must and must not go.
+//! DTLS, SRTP), join rooms through the driver and send frames whose payloads name their room,
+//! sender, kind, phase and number, so that every delivery (and the line it came on) and every
+//! recorded frame can be checked against where it must and must not go. Clients offer one line
+//! per kind, as older pages did, or a send-and-receive line and a receive-only one per kind, as
+//! the call page does for a call with a guest.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use confide_media::Track;
 use confide_media::sfu::driver::{self, DriverConfig, DriverError, SfuHandle};
-use confide_media::sfu::{Participant, ParticipantId, RecordedFrame, Role, RoomId, Sfu, SfuError};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use confide_media::sfu::{
+    MAX_PARTICIPANTS, Participant, ParticipantId, RecordedFrame, Role, RoomId, Sfu, SfuError,
+};
+use confide_testpeer::{Marker, Peer, Peers};
+use str0m::media::Mid;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -32,297 +34,170 @@ fn participant(n: u128, role: Role) -> Participant {
     }
 }
 
-/// A marker a frame's payload carries: "room-A/c1/audio/2/7".
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Marker {
-    label: String,
-    kind: &'static str,
-    phase: u32,
-    n: u32,
-}
-
-impl Marker {
-    fn parse(payload: &[u8]) -> Marker {
-        let text = std::str::from_utf8(payload).expect("a marker payload");
-        let parts: Vec<&str> = text.split('/').collect();
-        assert_eq!(parts.len(), 5, "not a marker: {text}");
-        Marker {
-            label: format!("{}/{}", parts[0], parts[1]),
-            kind: if parts[2] == "audio" { "audio" } else { "video" },
-            phase: parts[3].parse().unwrap(),
-            n: parts[4].parse().unwrap(),
-        }
-    }
-
-    fn room_label(&self) -> &str {
-        self.label.split('/').next().unwrap()
-    }
-}
-
-fn kind_name(kind: MediaKind) -> &'static str {
-    if kind == MediaKind::Audio {
-        "audio"
-    } else {
-        "video"
-    }
-}
-
-/// A VP8 payload: the first byte's low bit is VP8's inverse keyframe flag, then the marker.
-fn vp8_payload(keyframe: bool, marker: &str) -> Vec<u8> {
-    let mut payload = vec![if keyframe { 0x00 } else { 0x01 }];
-    payload.extend_from_slice(marker.as_bytes());
-    payload
-}
-
-/// A str0m peer in the browser's role: full ICE, one socket, audio and video lines it offers.
+/// A test peer in the browser's role, in `room` as `who`, joining through the driver.
 struct Client {
-    label: String,
+    peer: Peer,
     room: RoomId,
     who: Participant,
-    rtc: Rtc,
-    socket: UdpSocket,
-    timeout: Instant,
-    connected: bool,
-    audio: Option<Mid>,
-    video: Option<Mid>,
-    pending: Option<SdpPendingOffer>,
-    sent: [u64; 2],
-    received: Vec<Marker>,
-    keyframe_requests: usize,
 }
 
 impl Client {
     async fn new(label: &str, room: RoomId, who: Participant) -> Client {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let now = Instant::now();
-        let mut rtc = Rtc::builder().build(now);
-        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
-        let mut client = Client {
-            label: label.to_owned(),
+        Client {
+            peer: Peer::new(label).await,
             room,
             who,
-            rtc,
-            socket,
-            timeout: now,
-            connected: false,
-            audio: None,
-            video: None,
-            pending: None,
-            sent: [0, 0],
-            received: Vec::new(),
-            keyframe_requests: 0,
-        };
-        client.drain();
-        client
-    }
-
-    /// An offer with a send-and-receive audio line and, if `video`, a video line.
-    fn offer(&mut self, video: bool) -> String {
-        let mut api = self.rtc.sdp_api();
-        self.audio = Some(api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None));
-        if video {
-            self.video = Some(api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
         }
-        let change = api.apply().expect("a change to offer");
-        self.sent_offer(change)
-    }
-
-    fn sent_offer(&mut self, (offer, pending): (SdpOffer, SdpPendingOffer)) -> String {
-        self.pending = Some(pending);
-        self.drain();
-        offer.to_sdp_string()
-    }
-
-    /// Switches to audio only: the video line is removed.
-    fn offer_without_video(&mut self) -> String {
-        let mut api = self.rtc.sdp_api();
-        api.stop_media(self.video.take().expect("video to stop"));
-        let change = api.apply().expect("a change to offer");
-        self.sent_offer(change)
-    }
-
-    fn offer_with_video(&mut self) -> String {
-        let mut api = self.rtc.sdp_api();
-        self.video = Some(api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
-        let change = api.apply().expect("a change to offer");
-        self.sent_offer(change)
-    }
-
-    fn accept(&mut self, answer: &str) {
-        let answer = SdpAnswer::from_sdp_string(answer).expect("the SFU's answer parses");
-        let pending = self.pending.take().expect("an offer in flight");
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .expect("the SFU's answer is accepted");
-        self.drain();
     }
 
     async fn join(&mut self, sfu: &SfuHandle, video: bool) {
-        let offer = self.offer(video);
+        self.join_with_lines(sfu, video, 0).await;
+    }
+
+    /// Joins as the call page does: a receive-only line of each kind per participant beyond two.
+    async fn join_as_page(&mut self, sfu: &SfuHandle) {
+        self.join_with_lines(sfu, true, MAX_PARTICIPANTS - 2).await;
+    }
+
+    async fn join_with_lines(&mut self, sfu: &SfuHandle, video: bool, receive_only: usize) {
+        let offer = self.offer_lines(video, receive_only);
         let answer = sfu.join(self.room, self.who, offer).await.expect("join");
         self.accept(&answer);
     }
+}
 
-    /// Feeds whatever arrived on the socket and the due timeout into the Rtc.
-    fn pump(&mut self) {
-        let mut buf = vec![0; 2048];
-        while let Ok((n, source)) = self.socket.try_recv_from(&mut buf) {
-            let destination = self.socket.local_addr().unwrap();
-            let Ok(receive) = Receive::new(Protocol::Udp, source, destination, &buf[..n]) else {
-                continue;
-            };
-            self.rtc
-                .handle_input(Input::Receive(Instant::now(), receive))
-                .unwrap();
-            self.drain();
-        }
-        let now = Instant::now();
-        if self.timeout <= now {
-            self.rtc.handle_input(Input::Timeout(now)).unwrap();
-            self.drain();
-        }
-    }
+impl Deref for Client {
+    type Target = Peer;
 
-    fn drain(&mut self) {
-        loop {
-            match self.rtc.poll_output().unwrap() {
-                Output::Timeout(t) => {
-                    self.timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => {
-                    // Loopback takes these at once; a full buffer would show up as lost frames.
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
-                Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
-                Output::Event(Event::MediaData(data)) => {
-                    let kind = self.rtc.media(data.mid).unwrap().kind();
-                    let payload = if kind == MediaKind::Video {
-                        &data.data[1..]
-                    } else {
-                        &data.data[..]
-                    };
-                    let marker = Marker::parse(payload);
-                    assert_eq!(
-                        marker.kind,
-                        kind_name(kind),
-                        "{}: {marker:?} on the wrong line",
-                        self.label
-                    );
-                    self.received.push(marker);
-                }
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    /// Sends frame `n` of `phase` on the line of `kind`.
-    fn send(&mut self, kind: MediaKind, phase: u32, n: u32) {
-        let (mid, codec, rate, step) = match kind {
-            MediaKind::Audio => (self.audio, Codec::Opus, Frequency::FORTY_EIGHT_KHZ, 960),
-            MediaKind::Video => (self.video, Codec::Vp8, Frequency::NINETY_KHZ, 3000),
-        };
-        let mid = mid.expect("a line to send on");
-        let marker = format!("{}/{}/{phase}/{n}", self.label, kind_name(kind));
-        let payload = if kind == MediaKind::Video {
-            vp8_payload(n == 0, &marker)
-        } else {
-            marker.into_bytes()
-        };
-        let slot = usize::from(kind == MediaKind::Video);
-        let time = MediaTime::new(self.sent[slot] * step, rate);
-        self.sent[slot] += 1;
-        let writer = self.rtc.writer(mid).expect("a writer");
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == codec)
-            .expect("codec negotiated")
-            .pt();
-        writer.write(pt, Instant::now(), time, payload).unwrap();
-        self.drain();
-    }
-
-    /// Asks, as a browser's decoder would, for a keyframe of the video it receives.
-    fn request_keyframe(&mut self) {
-        let mid = self.video.expect("a video line");
-        let mut writer = self.rtc.writer(mid).expect("a writer");
-        writer
-            .request_keyframe(None, KeyframeRequestKind::Pli)
-            .expect("video to have arrived");
-        self.drain();
-    }
-
-    fn received(&self, label: &str, kind: &str, phase: u32) -> BTreeSet<u32> {
-        self.received
-            .iter()
-            .filter(|m| m.label == label && m.kind == kind && m.phase == phase)
-            .map(|m| m.n)
-            .collect()
+    fn deref(&self) -> &Peer {
+        &self.peer
     }
 }
 
-/// The clients plus the recorder's side of the driver.
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Peer {
+        &mut self.peer
+    }
+}
+
+/// Someone in a test: their client's label, their room, and who they are in it.
+type Person = (&'static str, RoomId, Participant);
+
+/// The clients, and the recorder's side of the driver.
 struct World {
     sfu: SfuHandle,
-    recorded_rx: mpsc::Receiver<RecordedFrame>,
-    recorded: Vec<RecordedFrame>,
-    clients: Vec<Client>,
+    recorder: Recorder,
+    clients: Peers<Client>,
+    /// The room and participant each label's frames must be recorded under.
+    senders: HashMap<String, (RoomId, Participant)>,
 }
 
 impl World {
-    fn client(&mut self, label: &str) -> &mut Client {
-        self.clients.iter_mut().find(|c| c.label == label).unwrap()
-    }
-
-    fn get(&self, label: &str) -> &Client {
-        self.clients.iter().find(|c| c.label == label).unwrap()
-    }
-
-    async fn step(&mut self) {
-        for client in &mut self.clients {
-            client.pump();
-        }
-        while let Ok(frame) = self.recorded_rx.try_recv() {
-            self.recorded.push(frame);
-        }
-        // The SFU task runs on this runtime while the test sleeps.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-
-    async fn run_for(&mut self, duration: Duration) {
-        let end = Instant::now() + duration;
-        while Instant::now() < end {
-            self.step().await;
-        }
-    }
-
-    async fn run_until(&mut self, what: &str, done: impl Fn(&World) -> bool) {
-        let end = Instant::now() + PHASE_TIMEOUT;
-        while !done(self) {
-            assert!(Instant::now() < end, "timed out waiting for {what}");
-            self.step().await;
-        }
-    }
-
-    /// Each listed client sends a phase's frames, an audio frame every 20 ms and, for those
-    /// marked so, a video frame with it.
-    async fn send_phase(&mut self, phase: u32, senders: &[(&str, bool)]) {
-        for n in 0..FRAMES {
-            for (label, video) in senders {
-                let client = self.client(label);
-                client.send(MediaKind::Audio, phase, n);
-                if *video {
-                    client.send(MediaKind::Video, phase, n);
-                }
+    /// A driver with rooms A and B open and `people` in them, connected: with the call page's lines
+    /// those `as_page` picks, with one line per kind the others.
+    async fn start(people: &[Person], as_page: impl Fn(&str) -> bool) -> World {
+        let (sfu, recorded_rx) = driver::start(DriverConfig::default()).await.unwrap();
+        assert!(sfu.public_addr().ip().is_loopback());
+        sfu.open_room(ROOM_A).await.unwrap();
+        sfu.open_room(ROOM_B).await.unwrap();
+        let mut clients = Peers::new(PHASE_TIMEOUT);
+        for &(label, room, who) in people {
+            let mut client = Client::new(label, room, who).await;
+            if as_page(label) {
+                client.join_as_page(&sfu).await;
+            } else {
+                client.join(&sfu, true).await;
             }
-            self.run_for(Duration::from_millis(20)).await;
+            clients.put(client);
         }
+        let mut world = World {
+            sfu,
+            recorder: Recorder::start(recorded_rx),
+            clients,
+            senders: people
+                .iter()
+                .map(|(label, room, who)| (label.to_string(), (*room, *who)))
+                .collect(),
+        };
+        world
+            .clients
+            .run_until("everyone to connect", Peers::all_connected)
+            .await;
+        // The SFU's side of each connection comes up a moment after the client's.
+        world.clients.run_for(Duration::from_millis(200)).await;
+        world
     }
 
-    fn recorded_numbers(&self, label: &str, track: Track, phase: u32) -> BTreeSet<u32> {
-        self.recorded
+    /// Waits until the recorder has all of each sender's audio of `phase`, and video of those marked so.
+    async fn wait_recorded(&mut self, phase: u32, senders: &[(&str, bool)]) {
+        let recorder = &self.recorder;
+        self.clients
+            .run_until(&format!("phase {phase} to be recorded"), |_| {
+                senders.iter().all(|(label, video)| {
+                    recorder.numbers(label, Track::Audio, phase) == all()
+                        && (!video || recorder.numbers(label, Track::Video, phase) == all())
+                })
+            })
+            .await;
+    }
+
+    /// `person` joins (again) from a new socket as the call page does, and connects.
+    async fn join_as_page(&mut self, (label, room, who): Person) {
+        let mut client = Client::new(label, room, who).await;
+        client.join_as_page(&self.sfu).await;
+        self.clients.put(client);
+        self.clients
+            .run_until(&format!("{label} to connect"), |w| w.get(label).connected)
+            .await;
+        self.clients.run_for(Duration::from_millis(200)).await;
+    }
+
+    /// Everyone in `rooms` sends `phase`'s audio and video, and gets all of everyone else's in
+    /// their room.
+    async fn exchange(&mut self, phase: u32, rooms: &[&[&str]]) {
+        let senders: Vec<(&str, bool)> = rooms.iter().flat_map(|r| r.iter()).map(|l| (*l, true)).collect();
+        self.clients.send_phase(phase, FRAMES, &senders).await;
+        let all_pairs: Vec<_> = rooms.iter().flat_map(|r| pairs(r)).collect();
+        self.clients
+            .run_until(&format!("phase {phase} to arrive"), |w| {
+                all_pairs.iter().all(|(to, from)| {
+                    KINDS
+                        .iter()
+                        .all(|kind| w.get(to).received(from, kind, phase) == all())
+                })
+            })
+            .await;
+    }
+
+    /// Every frame any client received came from another client of its own room, and every
+    /// recorded frame is filed under the room and the sender it came from.
+    fn check(&self) {
+        for client in self.clients.iter() {
+            client.assert_only_from_own_group();
+        }
+        self.recorder.assert_tags(&self.senders);
+    }
+}
+
+/// What the driver hands the recorder, collected by a task of its own as it comes.
+struct Recorder(Arc<Mutex<Vec<RecordedFrame>>>);
+
+impl Recorder {
+    fn start(mut rx: mpsc::Receiver<RecordedFrame>) -> Recorder {
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let sink = frames.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                sink.lock().unwrap().push(frame);
+            }
+        });
+        Recorder(frames)
+    }
+
+    fn numbers(&self, label: &str, track: Track, phase: u32) -> BTreeSet<u32> {
+        self.0
+            .lock()
+            .unwrap()
             .iter()
             .filter(|f| f.frame.track == track)
             .map(recorded_marker)
@@ -331,24 +206,9 @@ impl World {
             .collect()
     }
 
-    /// Every frame any client received came from the other client of its own room.
-    fn assert_no_leaks(&self) {
-        for client in &self.clients {
-            let room_label = client.label.split('/').next().unwrap();
-            for marker in &client.received {
-                assert_eq!(marker.room_label(), room_label, "{} got {marker:?}", client.label);
-                assert_ne!(
-                    marker.label, client.label,
-                    "{} got its own frame back",
-                    client.label
-                );
-            }
-        }
-    }
-
     /// Every recorded frame names the room and the sender its payload says it came from.
-    fn assert_recorder_tags(&self, senders: &HashMap<String, (RoomId, Participant)>) {
-        for frame in &self.recorded {
+    fn assert_tags(&self, senders: &HashMap<String, (RoomId, Participant)>) {
+        for frame in self.0.lock().unwrap().iter() {
             let marker = recorded_marker(frame);
             let (room, who) = senders[&marker.label];
             assert_eq!(frame.room, room, "{marker:?} recorded under the wrong room");
@@ -367,10 +227,7 @@ impl World {
 }
 
 fn recorded_marker(frame: &RecordedFrame) -> Marker {
-    match frame.frame.track {
-        Track::Audio => Marker::parse(&frame.frame.payload),
-        Track::Video => Marker::parse(&frame.frame.payload[1..]),
-    }
+    Marker::of_frame(frame.frame.track == Track::Video, &frame.frame.payload)
 }
 
 fn all() -> BTreeSet<u32> {
@@ -379,38 +236,13 @@ fn all() -> BTreeSet<u32> {
 
 #[tokio::test]
 async fn two_rooms_forward_record_switch_and_reconnect() {
-    let (sfu, recorded_rx) = driver::start(DriverConfig::default()).await.unwrap();
-    assert!(sfu.public_addr().ip().is_loopback());
-    sfu.open_room(ROOM_A).await.unwrap();
-    sfu.open_room(ROOM_B).await.unwrap();
-
     let people = [
         ("room-A/c1", ROOM_A, participant(1, Role::Patient)),
         ("room-A/c2", ROOM_A, participant(2, Role::Clinician)),
         ("room-B/c1", ROOM_B, participant(3, Role::Patient)),
         ("room-B/c2", ROOM_B, participant(4, Role::Clinician)),
     ];
-    let senders: HashMap<String, (RoomId, Participant)> = people
-        .iter()
-        .map(|(label, room, who)| (label.to_string(), (*room, *who)))
-        .collect();
-    let mut clients = Vec::new();
-    for (label, room, who) in people {
-        let mut client = Client::new(label, room, who).await;
-        client.join(&sfu, true).await;
-        clients.push(client);
-    }
-    let mut world = World {
-        sfu,
-        recorded_rx,
-        recorded: Vec::new(),
-        clients,
-    };
-    world
-        .run_until("all four to connect", |w| w.clients.iter().all(|c| c.connected))
-        .await;
-    // The SFU's side of each connection comes up a moment after the client's.
-    world.run_for(Duration::from_millis(200)).await;
+    let mut world = World::start(&people, |_| false).await;
 
     // Phase 1: everyone sends audio and video.
     let everyone = [
@@ -419,7 +251,7 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
         ("room-B/c1", true),
         ("room-B/c2", true),
     ];
-    world.send_phase(1, &everyone).await;
+    world.clients.send_phase(1, FRAMES, &everyone).await;
     let pairs = [
         ("room-A/c1", "room-A/c2"),
         ("room-A/c2", "room-A/c1"),
@@ -427,6 +259,7 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
         ("room-B/c2", "room-B/c1"),
     ];
     world
+        .clients
         .run_until("phase 1 to arrive", |w| {
             pairs.iter().all(|(to, from)| {
                 let c = w.get(to);
@@ -434,31 +267,24 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
             })
         })
         .await;
-    world
-        .run_until("phase 1 to be recorded", |w| {
-            everyone.iter().all(|(label, _)| {
-                w.recorded_numbers(label, Track::Audio, 1) == all()
-                    && w.recorded_numbers(label, Track::Video, 1) == all()
-            })
-        })
-        .await;
-    world.assert_no_leaks();
-    world.assert_recorder_tags(&senders);
+    world.wait_recorded(1, &everyone).await;
+    world.check();
 
     // Phase 2: room A's first client switches to audio only; both rooms go on.
-    let offer = world.client("room-A/c1").offer_without_video();
-    let a1 = world.get("room-A/c1").who.id;
+    let offer = world.clients.get_mut("room-A/c1").offer_without_video();
+    let a1 = world.clients.get("room-A/c1").who.id;
     let answer = world.sfu.renegotiate(ROOM_A, a1, offer).await.unwrap();
-    world.client("room-A/c1").accept(&answer);
-    world.run_for(Duration::from_millis(100)).await;
+    world.clients.get_mut("room-A/c1").accept(&answer);
+    world.clients.run_for(Duration::from_millis(100)).await;
     let phase2 = [
         ("room-A/c1", false),
         ("room-A/c2", true),
         ("room-B/c1", true),
         ("room-B/c2", true),
     ];
-    world.send_phase(2, &phase2).await;
+    world.clients.send_phase(2, FRAMES, &phase2).await;
     world
+        .clients
         .run_until("phase 2 audio to arrive", |w| {
             pairs
                 .iter()
@@ -466,34 +292,39 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
         })
         .await;
     world
+        .clients
         .run_until("phase 2 video in room B and in the recorder", |w| {
             w.get("room-B/c1").received("room-B/c2", "video", 2) == all()
-                && w.recorded_numbers("room-A/c2", Track::Video, 2) == all()
+                && world.recorder.numbers("room-A/c2", Track::Video, 2) == all()
         })
         .await;
     assert!(
         world
+            .clients
             .get("room-A/c1")
             .received("room-A/c2", "video", 2)
             .is_empty(),
         "an audio-only participant has no video line to receive on"
     );
-    assert!(world.recorded_numbers("room-A/c1", Track::Video, 2).is_empty());
+    assert!(world.recorder.numbers("room-A/c1", Track::Video, 2).is_empty());
 
     // Phase 3: video back on, on a new line; the other side is asked for a keyframe at once.
-    let requests_before = world.get("room-A/c2").keyframe_requests;
-    let offer = world.client("room-A/c1").offer_with_video();
+    let requests_before = world.clients.get("room-A/c2").keyframe_requests;
+    let offer = world.clients.get_mut("room-A/c1").offer_with_video();
     let answer = world.sfu.renegotiate(ROOM_A, a1, offer).await.unwrap();
-    world.client("room-A/c1").accept(&answer);
+    world.clients.get_mut("room-A/c1").accept(&answer);
     world
+        .clients
         .run_until("a keyframe request for the returning video", |w| {
             w.get("room-A/c2").keyframe_requests > requests_before
         })
         .await;
     world
-        .send_phase(3, &[("room-A/c1", true), ("room-A/c2", true)])
+        .clients
+        .send_phase(3, FRAMES, &[("room-A/c1", true), ("room-A/c2", true)])
         .await;
     world
+        .clients
         .run_until("phase 3 to arrive", |w| {
             let (c1, c2) = (w.get("room-A/c1"), w.get("room-A/c2"));
             c1.received("room-A/c2", "video", 3) == all()
@@ -504,9 +335,10 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
         .await;
 
     // A receiver's keyframe request reaches the sender.
-    let requests_before = world.get("room-A/c1").keyframe_requests;
-    world.client("room-A/c2").request_keyframe();
+    let requests_before = world.clients.get("room-A/c1").keyframe_requests;
+    world.clients.get_mut("room-A/c2").request_keyframe();
     world
+        .clients
         .run_until("room-A/c2's keyframe request to reach room-A/c1", |w| {
             w.get("room-A/c1").keyframe_requests > requests_before
         })
@@ -514,22 +346,24 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
 
     // Phase 4: room B's first client loses its connection and joins again from a new socket;
     // the other side is asked for a keyframe for it.
-    let old = world.clients.iter().position(|c| c.label == "room-B/c1").unwrap();
     let (label, room, who) = people[2];
-    let requests_before = world.get("room-B/c2").keyframe_requests;
+    let requests_before = world.clients.get("room-B/c2").keyframe_requests;
     let mut fresh = Client::new(label, room, who).await;
     fresh.join(&world.sfu, true).await;
-    world.clients[old] = fresh;
+    world.clients.put(fresh);
     world
+        .clients
         .run_until("the rejoin to connect and get a keyframe", |w| {
             w.get("room-B/c1").connected && w.get("room-B/c2").keyframe_requests > requests_before
         })
         .await;
-    world.run_for(Duration::from_millis(200)).await;
+    world.clients.run_for(Duration::from_millis(200)).await;
     world
-        .send_phase(4, &[("room-B/c1", true), ("room-B/c2", true)])
+        .clients
+        .send_phase(4, FRAMES, &[("room-B/c1", true), ("room-B/c2", true)])
         .await;
     world
+        .clients
         .run_until("phase 4 to arrive", |w| {
             let (c1, c2) = (w.get("room-B/c1"), w.get("room-B/c2"));
             c1.received("room-B/c2", "audio", 4) == all()
@@ -537,15 +371,9 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
                 && c2.received("room-B/c1", "video", 4) == all()
         })
         .await;
-    world
-        .run_until("phase 4 to be recorded", |w| {
-            w.recorded_numbers("room-B/c1", Track::Audio, 4) == all()
-                && w.recorded_numbers("room-B/c1", Track::Video, 4) == all()
-        })
-        .await;
+    world.wait_recorded(4, &[("room-B/c1", true)]).await;
 
-    world.assert_no_leaks();
-    world.assert_recorder_tags(&senders);
+    world.check();
     assert_eq!(world.sfu.recorder_dropped(), 0);
     let stats = world.sfu.stats();
     assert!(
@@ -554,16 +382,174 @@ async fn two_rooms_forward_record_switch_and_reconnect() {
     );
 }
 
+const KINDS: [&str; 2] = ["audio", "video"];
+
+/// Every ordered (receiver, sender) pair among `labels`.
+fn pairs<'a>(labels: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    labels
+        .iter()
+        .flat_map(|to| {
+            labels
+                .iter()
+                .filter(move |from| *from != to)
+                .map(move |from| (*to, *from))
+        })
+        .collect()
+}
+
+/// The line each receiver gets each sender's media of each kind on, checking that there is one
+/// and that two senders never share a receiver's line.
+fn lines(world: &World, labels: &[&str]) -> HashMap<(String, String, &'static str), Mid> {
+    let mut lines = HashMap::new();
+    for to in labels {
+        for kind in KINDS {
+            let mut used = BTreeSet::new();
+            for from in labels.iter().filter(|from| *from != to) {
+                let mid = world.clients.get(to).line_from(from, kind);
+                assert!(used.insert(mid), "{to} gets two senders' {kind} on {mid:?}");
+                lines.insert((to.to_string(), from.to_string(), kind), mid);
+            }
+        }
+    }
+    lines
+}
+
+/// Three people in a room, joined guest first: each gets both others' audio and video, each
+/// sender on a line of its own; a keyframe request on a line reaches that line's sender only; a
+/// fourth is refused; a reconnect, a leave and a return move nobody else's lines. Meanwhile, in
+/// another room, a page and an older client offering one line per kind make a two-party call.
+#[tokio::test]
+async fn three_in_a_room_each_on_lines_of_their_own() {
+    let people = [
+        ("room-A/g", ROOM_A, participant(3, Role::Guest)),
+        ("room-A/p", ROOM_A, participant(1, Role::Patient)),
+        ("room-A/c", ROOM_A, participant(2, Role::Clinician)),
+        ("room-B/p", ROOM_B, participant(4, Role::Patient)),
+        ("room-B/c", ROOM_B, participant(5, Role::Clinician)),
+    ];
+    let mut world = World::start(&people, |label| label != "room-B/c").await;
+
+    // Phase 1: everyone sends audio and video, and gets everyone else's in their room.
+    let trio = ["room-A/g", "room-A/p", "room-A/c"];
+    world.exchange(1, &[&trio, &["room-B/p", "room-B/c"]]).await;
+    let everyone: Vec<(&str, bool)> = people.iter().map(|(label, ..)| (*label, true)).collect();
+    world.wait_recorded(1, &everyone).await;
+    world.check();
+    let before = lines(&world, &trio);
+    // Seats go by role, not by who came first: the patient and the clinician get each other on
+    // their own send-and-receive lines (slot 0), and so does the guest the patient.
+    for (to, from) in [
+        ("room-A/p", "room-A/c"),
+        ("room-A/c", "room-A/p"),
+        ("room-A/g", "room-A/p"),
+    ] {
+        let client = world.clients.get(to);
+        for (kind, own) in [("audio", client.audio()), ("video", client.video())] {
+            let line = before[&(to.to_string(), from.to_string(), kind)];
+            assert_eq!(Some(line), own, "{to} gets {from}'s {kind} in slot 0");
+        }
+    }
+    let page = world.clients.get("room-B/p");
+    assert_eq!(
+        page.line_from("room-B/c", "video"),
+        page.video().unwrap(),
+        "in a call of two, the other side comes on the page's own line"
+    );
+
+    // A keyframe request on a line reaches the sender on that line and nobody else. Loss makes the
+    // SFU ask for keyframes of its own now and then, so the other participant may see one or two
+    // requests meanwhile; one sent on to everyone would reach them every time.
+    const REQUESTS: usize = 6;
+    for (sender, other) in [("room-A/c", "room-A/p"), ("room-A/p", "room-A/c")] {
+        let count = |w: &Peers<Client>, label: &str| w.get(label).keyframe_requests;
+        let other_before = count(&world.clients, other);
+        let mid = before[&("room-A/g".to_string(), sender.to_string(), "video")];
+        for _ in 0..REQUESTS {
+            let sender_before = count(&world.clients, sender);
+            world.clients.get_mut("room-A/g").request_keyframe_on(mid);
+            world
+                .clients
+                .run_until("the keyframe request to reach its sender", |w| {
+                    count(w, sender) > sender_before
+                })
+                .await;
+        }
+        world.clients.run_for(Duration::from_millis(200)).await;
+        let reached_other = count(&world.clients, other) - other_before;
+        assert!(
+            reached_other < REQUESTS / 2,
+            "{other} was asked for {sender}'s keyframe: {reached_other} requests during {REQUESTS} for {sender}"
+        );
+    }
+
+    // A fourth is refused.
+    let mut fourth = Client::new("room-A/x", ROOM_A, participant(6, Role::Guest)).await;
+    let err = world
+        .sfu
+        .join(ROOM_A, fourth.who, fourth.offer_lines(true, MAX_PARTICIPANTS - 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DriverError::Sfu(SfuError::RoomFull(ROOM_A))),
+        "{err:?}"
+    );
+
+    // Phase 2: the patient joins again from a new socket; the others' lines stay.
+    world.join_as_page(people[1]).await;
+    world.exchange(2, &[&trio]).await;
+    let after_reconnect = lines(&world, &trio);
+    for ((to, from, kind), mid) in &before {
+        if to != "room-A/p" {
+            assert_eq!(
+                after_reconnect[&(to.clone(), from.clone(), *kind)],
+                *mid,
+                "{to}'s line for {from}"
+            );
+        }
+    }
+
+    // Phase 3: the clinician leaves; the patient and the guest go on, on their lines.
+    let clinician = people[2].2.id;
+    assert!(world.sfu.leave(ROOM_A, clinician).await.unwrap());
+    world.clients.remove("room-A/c");
+    let pair = ["room-A/g", "room-A/p"];
+    world.exchange(3, &[&pair]).await;
+    for ((to, from, kind), mid) in lines(&world, &pair) {
+        assert_eq!(
+            after_reconnect[&(to.clone(), from.clone(), kind)],
+            mid,
+            "{to}'s line for {from}"
+        );
+    }
+
+    // Phase 4: the clinician comes back and takes their old lines at the others.
+    world.join_as_page(people[2]).await;
+    world.exchange(4, &[&trio]).await;
+    for ((to, from, kind), mid) in lines(&world, &trio) {
+        if to != "room-A/c" {
+            assert_eq!(
+                after_reconnect[&(to.clone(), from.clone(), kind)],
+                mid,
+                "{to}'s line for {from}"
+            );
+        }
+    }
+
+    world.check();
+    assert_eq!(world.sfu.recorder_dropped(), 0);
+}
+
 /// Signaling mistakes are refused without touching the rooms, in the sans-IO core.
 #[tokio::test]
 async fn refuses_unknown_rooms_full_rooms_and_bad_offers() {
     let now = Instant::now();
     let mut sfu = Sfu::new("127.0.0.1:3478".parse().unwrap()).unwrap();
     let offer = || Client::new("room-A/x", ROOM_A, participant(9, Role::Patient));
-    let (p1, p2, p3) = (
+    let (p1, p2, p3, p4) = (
         participant(1, Role::Patient),
         participant(2, Role::Clinician),
-        participant(3, Role::Clinician),
+        participant(3, Role::Guest),
+        participant(4, Role::Guest),
     );
 
     let sdp = offer().await.offer(true);
@@ -583,22 +569,23 @@ async fn refuses_unknown_rooms_full_rooms_and_bad_offers() {
 
     assert!(sfu.join(ROOM_A, p1, &sdp, now).unwrap().contains("a=ice-lite"));
     assert!(sfu.join(ROOM_A, p2, &offer().await.offer(true), now).is_ok());
-    let third = offer().await.offer(true);
+    assert!(sfu.join(ROOM_A, p3, &offer().await.offer(true), now).is_ok());
+    let fourth = offer().await.offer(true);
     assert!(matches!(
-        sfu.join(ROOM_A, p3, &third, now),
+        sfu.join(ROOM_A, p4, &fourth, now),
         Err(SfuError::RoomFull(ROOM_A))
     ));
-    // Joining again is a reconnect, not a third participant.
+    // Joining again is a reconnect, not a fourth participant.
     assert!(sfu.join(ROOM_A, p1, &offer().await.offer(false), now).is_ok());
     assert!(matches!(
-        sfu.renegotiate(ROOM_A, p3.id, &third, now),
-        Err(SfuError::UnknownParticipant(ROOM_A, id)) if id == p3.id
+        sfu.renegotiate(ROOM_A, p4.id, &fourth, now),
+        Err(SfuError::UnknownParticipant(ROOM_A, id)) if id == p4.id
     ));
 
-    assert!(sfu.leave(ROOM_A, p2.id));
-    assert!(!sfu.leave(ROOM_A, p2.id));
+    assert!(sfu.leave(ROOM_A, p3.id));
+    assert!(!sfu.leave(ROOM_A, p3.id));
     assert!(
-        sfu.join(ROOM_A, p3, &third, now).is_ok(),
+        sfu.join(ROOM_A, p4, &fourth, now).is_ok(),
         "a place freed by leaving can be taken"
     );
     assert!(sfu.close_room(ROOM_A));

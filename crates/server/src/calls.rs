@@ -1,21 +1,22 @@
 //! Calls: the server's side of a consultation's video call. Signaling goes through here to the SFU, and
 //! here the recorder is told which recording and segment a room's frames go to.
 //!
-//! Everything a call does is for a `Grant<JoinConsultation>`, so for the consultation's own patient or
-//! clinician; the room is the consultation, the participant is the user and their role is what they are
-//! in the consultation's binding. The recording and the segment index come from the store, where the
-//! recording was bound to the consultation when it started; nothing a browser sends names either.
+//! Everything a call does is for a grant to join the consultation, so for its own patient or clinician,
+//! or for a guest its clinician invited; the room is the consultation, the participant is the user (or
+//! the guest) and their role is what they are in the consultation's binding. The recording and the
+//! segment index come from the store, where the recording was bound to the consultation when it
+//! started; nothing a browser sends names either.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use confide_domain::RecordingId;
 use confide_domain::Timestamp;
 use confide_domain::consultation::{ConsentDecision, ConsultationMode, SegmentReason};
 use confide_domain::ids::ConsultationId;
-use confide_domain::policy::Grant;
 use confide_domain::policy::actions::{JoinConsultation, RecordConsent};
+use confide_domain::policy::{Actor, ConsultationGrant};
 use confide_domain::scheduling::AppointmentStatus;
-use confide_domain::{RecordingId, UserId};
 use confide_media::sfu::driver::{DriverError, SfuHandle};
 use confide_media::sfu::recorder::{Recorder, RecorderError, now_ms};
 use confide_media::sfu::{Participant, ParticipantId, Role, RoomId, SfuError};
@@ -84,9 +85,9 @@ struct Room {
     /// Set when the consultation's call ended; a step that was waiting for the lock then refuses.
     closed: bool,
     /// Everyone who joined since the room opened: joining again is a reconnect.
-    joined: HashSet<UserId>,
-    /// Who is in the call now, by their own account (the SFU also drops connections that fail).
-    present: HashSet<UserId>,
+    joined: HashSet<ParticipantId>,
+    /// Who is in the call now (the SFU also drops connections that fail).
+    present: HashSet<ParticipantId>,
     /// The mode of the segment the recorder has open for the room, if it has one.
     recording: Option<ConsultationMode>,
     /// Whether this process has started a segment for the room, so a room that empties and fills
@@ -144,13 +145,13 @@ impl Calls {
     pub async fn join(
         &self,
         store: &Store,
-        grant: &Grant<JoinConsultation>,
+        grant: &impl ConsultationGrant<JoinConsultation>,
         offer: String,
         mode: ConsultationMode,
         at_ms: i64,
     ) -> Result<Answer, CallError> {
         let (room_id, who) = ids(grant);
-        let user = grant.principal().user;
+        let user = who.id;
         let facts = running(store, grant).await?;
         let lock = self
             .room(grant.consultation().id, true)
@@ -227,19 +228,19 @@ impl Calls {
     async fn apply_consents(
         &self,
         store: &Store,
-        grant: &Grant<JoinConsultation>,
+        grant: &impl ConsultationGrant<JoinConsultation>,
         room_id: RoomId,
     ) -> Result<(), CallError> {
-        let mut current: HashMap<UserId, ConsentDecision> = HashMap::new();
+        let mut current: HashMap<Actor, ConsentDecision> = HashMap::new();
         for entry in store.consent_log(grant).await? {
             current.insert(entry.participant, entry.decision);
         }
-        for (user, decision) in current {
+        for (actor, decision) in current {
             self.inner
                 .recorder
                 .set_consent(
                     room_id,
-                    ParticipantId(user.as_uuid()),
+                    ParticipantId(actor.as_uuid()),
                     decision == ConsentDecision::Given,
                 )
                 .await?;
@@ -254,7 +255,7 @@ impl Calls {
     pub async fn record_consent(
         &self,
         store: &Store,
-        grant: &Grant<RecordConsent>,
+        grant: &impl ConsultationGrant<RecordConsent>,
         decision: ConsentDecision,
         at: Timestamp,
     ) -> Result<Option<ConsentEntry>, CallError> {
@@ -265,7 +266,7 @@ impl Calls {
             return Err(CallError::Ended);
         }
         let room_id = RoomId(consultation.as_uuid());
-        let participant = ParticipantId(grant.principal().user.as_uuid());
+        let participant = ParticipantId(grant.actor().as_uuid());
         if decision == ConsentDecision::Withdrawn {
             self.inner
                 .recorder
@@ -286,7 +287,7 @@ impl Calls {
     async fn record(
         &self,
         store: &Store,
-        grant: &Grant<JoinConsultation>,
+        grant: &impl ConsultationGrant<JoinConsultation>,
         facts: &CallFacts,
         index: u32,
         mode: ConsultationMode,
@@ -334,7 +335,7 @@ impl Calls {
     async fn data_key(
         &self,
         store: &Store,
-        grant: &Grant<JoinConsultation>,
+        grant: &impl ConsultationGrant<JoinConsultation>,
         recording: RecordingId,
     ) -> Result<DataKey, CallError> {
         let master = &self.inner.master;
@@ -359,7 +360,7 @@ impl Calls {
     pub async fn switch_mode(
         &self,
         store: &Store,
-        grant: &Grant<JoinConsultation>,
+        grant: &impl ConsultationGrant<JoinConsultation>,
         offer: String,
         mode: ConsultationMode,
         at_ms: i64,
@@ -373,7 +374,7 @@ impl Calls {
         if room.closed {
             return Err(CallError::Ended);
         }
-        if !room.present.contains(&grant.principal().user) {
+        if !room.present.contains(&who.id) {
             return Err(CallError::NotInCall);
         }
         let sdp = self.inner.sfu.renegotiate(room_id, who.id, offer).await?;
@@ -386,17 +387,28 @@ impl Calls {
         Ok(Answer { sdp })
     }
 
-    /// Takes the grant's principal out of the call. When nobody is left, the segment is finished.
-    pub async fn leave(&self, grant: &Grant<JoinConsultation>) -> Result<(), CallError> {
-        let (room_id, who) = ids(grant);
-        let Some(lock) = self.room(grant.consultation().id, false) else {
+    /// Takes the grant's holder out of the call.
+    pub async fn leave(&self, grant: &impl ConsultationGrant<JoinConsultation>) -> Result<(), CallError> {
+        let (_, who) = ids(grant);
+        self.remove(grant.consultation().id, who.id).await
+    }
+
+    /// Takes a participant out of the consultation's call, whoever asks: the grant's holder leaving, or
+    /// the clinician revoking a guest. When nobody is left, the segment is finished.
+    pub async fn remove(
+        &self,
+        consultation: ConsultationId,
+        participant: ParticipantId,
+    ) -> Result<(), CallError> {
+        let room_id = RoomId(consultation.as_uuid());
+        let Some(lock) = self.room(consultation, false) else {
             return Ok(());
         };
         let mut room = lock.lock().await;
         if room.open {
-            self.inner.sfu.leave(room_id, who.id).await?;
+            self.inner.sfu.leave(room_id, participant).await?;
         }
-        room.present.remove(&grant.principal().user);
+        room.present.remove(&participant);
         if room.present.is_empty() && room.recording.take().is_some() {
             self.inner.recorder.finish(room_id).await?;
         }
@@ -424,26 +436,30 @@ impl Calls {
     }
 }
 
-/// The room and the participant for a grant: the consultation, and the user as what they are in it.
-fn ids(grant: &Grant<JoinConsultation>) -> (RoomId, Participant) {
+/// The room and the participant for a grant: the consultation, and the user or guest as what they are
+/// in it. A guest's frames are kept under the guest's id, which never equals an account's.
+fn ids(grant: &impl ConsultationGrant<JoinConsultation>) -> (RoomId, Participant) {
     let c = grant.consultation();
-    let user = grant.principal().user;
-    let role = if user == c.clinician {
-        Role::Clinician
-    } else {
-        Role::Patient
+    let actor = grant.actor();
+    let role = match actor {
+        Actor::User(user) if user == c.clinician => Role::Clinician,
+        Actor::User(_) => Role::Patient,
+        Actor::Guest(_) => Role::Guest,
     };
     (
         RoomId(c.id.as_uuid()),
         Participant {
-            id: ParticipantId(user.as_uuid()),
+            id: ParticipantId(actor.as_uuid()),
             role,
         },
     )
 }
 
 /// The consultation's facts, if its call may run now.
-async fn running(store: &Store, grant: &Grant<JoinConsultation>) -> Result<CallFacts, CallError> {
+async fn running(
+    store: &Store,
+    grant: &impl ConsultationGrant<JoinConsultation>,
+) -> Result<CallFacts, CallError> {
     let facts = store
         .consultation_call(grant)
         .await?

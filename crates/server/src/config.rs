@@ -21,10 +21,11 @@ pub struct ServerConfig {
     pub master_key_file: Option<PathBuf>,
     /// How often the job runner looks for due reminders when nothing wakes it.
     pub job_poll: Duration,
-    /// Where the SFU's UDP socket for call media is bound.
+    /// Where the first SFU worker's UDP socket for call media is bound; there is one worker per core,
+    /// and worker `i` binds the port `i` after this one (or any free port when this port is 0).
     pub media_udp: SocketAddr,
     /// The address browsers are told to send call media to, when it is not `media_udp` (bound to
-    /// 0.0.0.0, or behind NAT).
+    /// 0.0.0.0, or behind NAT); worker `i` announces the port `i` after it.
     pub media_public: Option<SocketAddr>,
     /// Where recordings' encrypted playback copies are kept.
     pub blob_store: BlobStoreConfig,

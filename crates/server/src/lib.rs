@@ -42,9 +42,20 @@ use mail::Mailer;
 pub const BODY_LIMIT: usize = 64 * 1024;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// What every handler can reach.
+/// What every handler can reach. Extractors and middleware clone it several times per request, so it is
+/// one shared pointer rather than a dozen.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppServices>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
+}
+
+pub struct AppServices {
     pub store: Store,
     pub config: Arc<ServerConfig>,
     pub clock: Arc<dyn Clock>,
@@ -207,7 +218,7 @@ impl Confide {
         let recorder = confide_media::sfu::recorder::Recorder::start(config.recordings_dir(), frames)
             .map_err(StartError::Recorder)?;
         let segments_dir = config.recordings_dir();
-        let state = AppState {
+        let state = AppState(Arc::new(AppServices {
             store,
             config: Arc::new(config),
             clock,
@@ -220,7 +231,7 @@ impl Confide {
             triage: Arc::new(triage),
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
             metrics: metrics_handle(),
-        };
+        }));
         Ok(Confide { state })
     }
 

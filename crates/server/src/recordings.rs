@@ -1,6 +1,22 @@
-//! Recordings after the call: the remux into a WebM playback copy, kept encrypted in object storage in a
+//! Recordings after the call: the remux into WebM playback copies, kept encrypted in object storage in a
 //! layout that serves HTTP ranges without decrypting the whole file, playback tickets, and the
 //! retention sweep that crypto-erases expired recordings.
+//!
+//! # Copies
+//!
+//! A recording has its own copy, with every participant's tracks (for export and desktop players), and
+//! one copy per participant with their audio and video only: a browser plays only the first audio track
+//! of a file, so the playback page plays the participants' copies side by side. Each copy is named after
+//! what it holds (`recordings/<recording>/<recording>.webm.enc` for the recording's own,
+//! `…/<participant>.webm.enc` for a participant's), so a remux run again after a crash overwrites what
+//! an earlier run left rather than adding to it.
+//!
+//! # Memory
+//!
+//! A remux writes the WebM into a scratch file in the data directory, encrypted under a key that lives
+//! only in memory, so the plaintext never touches the disk and a file a crash leaves behind is noise.
+//! The file is then sealed block by block and uploaded in parts, a few parts in flight at a time:
+//! memory stays bounded whatever the length of the call (`tests/remux_memory.rs` measures it).
 //!
 //! # Playback copy (version 1)
 //!
@@ -18,27 +34,31 @@
 //! first, then the objects and segment files.
 
 use std::collections::HashMap;
+use std::io::{Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use aes_gcm::aead::{AeadInOut, Nonce, Tag};
+use aes_gcm::aes::Aes256;
+use aes_gcm::aes::cipher::BlockCipherEncrypt;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use bytes::Bytes;
 use confide_domain::RecordingId;
 use confide_domain::UserId;
 use confide_domain::policy::Grant;
 use confide_domain::policy::actions::PlayRecording;
-use confide_media::remux::remux_segments;
+use confide_media::remux::{RemuxOptions, RemuxSummary, remux_segments_with};
 use confide_media::sfu::ParticipantId;
 use confide_media::sfu::recorder::segment_path;
 use confide_media::{
     DataKey, Frame, KeyError, MasterKey, SegmentError, SegmentHeader, SegmentReader, SegmentWriter, Track,
     WrappedKey,
 };
-use confide_store::{RecordingJob, Store, StoreError};
+use confide_store::{RecordingCopy, RecordingJob, Store, StoreError};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use rand::RngCore;
 use uuid::Uuid;
 
@@ -63,6 +83,12 @@ const TICKET_MS: i64 = 4 * 60 * 60_000;
 /// Attempts before a remux is given up and left for the operator.
 const MAX_ATTEMPTS: i64 = 6;
 const LEASE_MS: i64 = 10 * 60_000;
+/// The remuxes' scratch directory, beside the recordings' segment directories.
+const SCRATCH_DIR: &str = ".remux";
+/// Bytes per part of an upload: the smallest part S3 takes but for the last.
+const PART: usize = 5 * 1024 * 1024;
+/// Parts of an upload in flight at once: with the one being filled, what an upload holds in memory.
+const PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
@@ -122,10 +148,11 @@ pub fn object_store(config: &BlobStoreConfig, data_dir: &Path) -> Result<Arc<dyn
 }
 
 /// A recording's playback key: it encrypts the blocks of the recording's playback copies.
-struct PlaybackKey(Aes256Gcm);
+pub struct PlaybackKey(Aes256Gcm);
 
 impl PlaybackKey {
-    fn generate() -> ([u8; 32], PlaybackKey) {
+    /// A new key, with its raw bytes for sealing.
+    pub fn generate() -> ([u8; 32], PlaybackKey) {
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let key = PlaybackKey(Aes256Gcm::new((&raw).into()));
@@ -418,8 +445,8 @@ impl Recordings {
             .map(|t| t.grant.clone())
     }
 
-    /// Makes the playback copy of a job's recording and records it. A recording that expired meanwhile
-    /// is left alone.
+    /// Makes the playback copies of a job's recording and records them. A recording that expired meanwhile
+    /// is left alone. On an error, the copies this run made are removed again.
     pub async fn remux(&self, store: &Store, job: &RecordingJob, now_ms: i64) -> Result<(), RecordingError> {
         let Some(facts) = store.remux_facts(job).await? else {
             return Ok(());
@@ -432,7 +459,7 @@ impl Recordings {
             // Nobody ever joined the call, so it recorded nothing: there is nothing to play.
             return Err(RecordingError::NoCopy);
         };
-        let data = self.data_key(recording, &wrapped)?;
+        let data = Arc::new(self.data_key(recording, &wrapped)?);
         let key = match facts.playback_key {
             Some(sealed) => {
                 let sealed = hex::decode(sealed).map_err(|_| RecordingError::KeyEncoding)?;
@@ -447,52 +474,116 @@ impl Recordings {
             }
         };
         let segments: Vec<u32> = facts.segments.iter().map(|s| s.index).collect();
-        let dir = self.inner.segments_dir.clone();
-        let (plain, duration_ms) =
-            tokio::task::spawn_blocking(move || remux_in_memory(&dir, recording, &data, &segments))
-                .await
-                .map_err(|e| RecordingError::Remux(e.to_string()))??;
-        self.upload(store, job, &key, &plain, duration_ms, now_ms).await
+        let mut made = Vec::new();
+        let result = self
+            .make_copies(store, job, &data, &key, &segments, &mut made, now_ms)
+            .await;
+        if !matches!(result, Ok(true)) {
+            // Failed, or the recording expired meanwhile: nothing of this run stays behind.
+            for object in &made {
+                match self.inner.objects.delete(object).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!(%object, error = %e, "a copy of a failed remux was not removed"),
+                }
+            }
+        }
+        result.map(|_| ())
     }
 
-    async fn upload(
+    /// Makes the recording's own copy, then one per participant in it, and records them all; false if the
+    /// recording expired meanwhile. Every object made is pushed onto `made` as soon as it exists.
+    #[allow(clippy::too_many_arguments)]
+    async fn make_copies(
         &self,
         store: &Store,
         job: &RecordingJob,
+        data: &Arc<DataKey>,
         key: &PlaybackKey,
-        plain: &[u8],
-        duration_ms: u64,
+        segments: &[u32],
+        made: &mut Vec<ObjectPath>,
         now_ms: i64,
-    ) -> Result<(), RecordingError> {
-        use tokio::io::AsyncWriteExt;
-        let len = plain.len() as u64;
-        let copy = Uuid::new_v4();
+    ) -> Result<bool, RecordingError> {
+        let recording = job.recording;
+        let all = self.make_copy(recording, data, key, segments, None).await?;
+        made.push(all.path.clone());
+        let mut participants: Vec<ParticipantId> =
+            all.summary.tracks.iter().map(|t| t.key.participant).collect();
+        participants.sort_by_key(|p| p.0);
+        participants.dedup();
+        let mut copies = Vec::with_capacity(participants.len());
+        for participant in participants {
+            let one = self
+                .make_copy(recording, data, key, segments, Some(participant))
+                .await?;
+            made.push(one.path.clone());
+            copies.push(RecordingCopy {
+                participant: participant.0,
+                object: one.path.to_string(),
+                len: stored_len(one.len)?,
+                duration_ms: stored_len(one.summary.duration_ms)?,
+                offset_ms: stored_len(one.summary.start_us.saturating_sub(all.summary.start_us) / 1000)?,
+            });
+        }
+        let duration = stored_len(all.summary.duration_ms)?;
+        Ok(store
+            .finish_remux(
+                job,
+                all.path.as_ref(),
+                stored_len(all.len)?,
+                duration,
+                &copies,
+                now_ms,
+            )
+            .await?)
+    }
+
+    /// Remuxes the recording's segments, every participant's tracks or `only` one's, into a scratch
+    /// file, then seals it block by block into the object named after the copy, uploaded in parts. The
+    /// object appears whole or not at all.
+    pub async fn make_copy(
+        &self,
+        recording: RecordingId,
+        data: &Arc<DataKey>,
+        key: &PlaybackKey,
+        segments: &[u32],
+        only: Option<ParticipantId>,
+    ) -> Result<MadeCopy, RecordingError> {
+        let (copy, options) = match only {
+            Some(participant) => (participant.0, RemuxOptions::participant(participant)),
+            None => (recording.as_uuid(), RemuxOptions::default()),
+        };
+        let dir = self.inner.segments_dir.clone();
+        let scratch_dir = dir.join(SCRATCH_DIR);
+        let (data, segment_list) = (data.clone(), segments.to_vec());
+        let (scratch, summary) = tokio::task::spawn_blocking(move || {
+            let mut scratch = Scratch::create(&scratch_dir)?;
+            let summary = remux_into(&dir, recording, &data, &segment_list, options, &mut scratch)?;
+            Ok::<_, RecordingError>((scratch, summary))
+        })
+        .await
+        .map_err(|e| RecordingError::Remux(e.to_string()))??;
+        let len = scratch.len;
         let id = CopyId {
-            recording: job.recording.as_uuid(),
+            recording: recording.as_uuid(),
             copy,
             len,
         };
-        let object = format!("recordings/{}/{copy}.webm.enc", job.recording);
-        let path = ObjectPath::from(object.as_str());
-        let mut writer = object_store::buffered::BufWriter::new(self.inner.objects.clone(), path.clone());
-        let mut sealed = Vec::with_capacity((STRIDE * BATCH_BLOCKS) as usize);
-        for (index, block) in plain.chunks(BLOCK as usize).enumerate() {
-            seal_block(key, &id, index as u64, block, &mut sealed);
-            if sealed.len() as u64 >= STRIDE * BATCH_BLOCKS {
-                writer.write_all(&sealed).await?;
-                sealed.clear();
+        let path = ObjectPath::from(format!("recordings/{recording}/{copy}.webm.enc"));
+        let upload = self.inner.objects.put_multipart(&path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        match seal_into(&scratch, key, &id, &mut writer).await {
+            Ok(()) => {
+                writer.finish().await?;
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(%path, error = %abort, "an upload that failed was not aborted");
+                }
+                return Err(e);
             }
         }
-        writer.write_all(&sealed).await?;
-        writer.shutdown().await?;
-        let duration = i64::try_from(duration_ms).unwrap_or(i64::MAX);
-        let len = i64::try_from(len).map_err(|_| RecordingError::Short)?;
-        if !store.finish_remux(job, &object, len, duration, now_ms).await? {
-            self.inner.objects.delete(&path).await?;
-        }
-        Ok(())
+        Ok(MadeCopy { path, len, summary })
     }
-
     /// Runs every remux that is due; returns how many finished.
     pub async fn run_due(&self, store: &Store, now_ms: i64) -> Result<usize, StoreError> {
         let mut finished = 0;
@@ -528,7 +619,7 @@ impl Recordings {
                 tracing::info!(%practice, expired, "recordings past retention crypto-erased");
             }
             for gone in store.erasable_recordings(practice).await? {
-                if let Some(object) = &gone.object {
+                for object in &gone.objects {
                     match self
                         .inner
                         .objects
@@ -563,6 +654,12 @@ impl Recordings {
 /// Makes playback copies and applies retention until `stop` turns true, waking when a call ends or
 /// every poll interval.
 pub(crate) async fn run(state: crate::AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    // What a crash left in the scratch directory can no longer be read: its keys died with the process.
+    match std::fs::remove_dir_all(state.recordings.inner.segments_dir.join(SCRATCH_DIR)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(error = %e, "the remux scratch directory was not cleared"),
+    }
     loop {
         if let Err(e) = state.run_recording_jobs().await {
             tracing::warn!(error = %e, "recording pass failed; retrying at the next poll");
@@ -578,16 +675,50 @@ pub(crate) async fn run(state: crate::AppState, mut stop: tokio::sync::watch::Re
     }
 }
 
-/// Remuxes the recording's segments into a WebM file in memory (plaintext never touches the disk);
-/// returns it with its duration in ms. A segment cut short by a crash ends where its intact chunks end;
-/// any other damage fails the remux rather than play garbage, and a segment that was numbered but never
-/// written is skipped.
-fn remux_in_memory(
+/// A playback copy made and uploaded.
+pub struct MadeCopy {
+    pub path: ObjectPath,
+    /// Plaintext length.
+    pub len: u64,
+    pub summary: RemuxSummary,
+}
+
+fn stored_len(n: u64) -> Result<i64, RecordingError> {
+    i64::try_from(n).map_err(|_| RecordingError::Remux("the copy is too long".into()))
+}
+
+/// Seals the scratch file block by block into `writer`, waiting for parts in flight to go out.
+async fn seal_into(
+    scratch: &Scratch,
+    key: &PlaybackKey,
+    id: &CopyId,
+    writer: &mut WriteMultipart,
+) -> Result<(), RecordingError> {
+    let mut plain = vec![0u8; BLOCK as usize];
+    let mut sealed = Vec::with_capacity(STRIDE as usize);
+    for block in 0..id.blocks() {
+        let start = block * BLOCK;
+        let n = (id.len - start).min(BLOCK) as usize;
+        scratch.read_at(start, &mut plain[..n])?;
+        sealed.clear();
+        seal_block(key, id, block, &plain[..n], &mut sealed);
+        writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+        writer.write(&sealed);
+    }
+    Ok(())
+}
+
+/// Remuxes the tracks `options` picks from the recording's segments into `out`; returns what it wrote.
+/// A segment cut short by a crash ends where its intact chunks end; any other damage fails the remux
+/// rather than play garbage, and a segment that was numbered but never written is skipped.
+fn remux_into<W: Write + Seek>(
     dir: &Path,
     recording: RecordingId,
     key: &DataKey,
     segments: &[u32],
-) -> Result<(Vec<u8>, u64), RecordingError> {
+    options: RemuxOptions,
+    out: W,
+) -> Result<RemuxSummary, RecordingError> {
     let mut readers = Vec::new();
     for &index in segments {
         let path = segment_path(dir, recording.as_uuid(), index);
@@ -615,9 +746,108 @@ fn remux_in_memory(
                 }),
         )
     });
-    let mut out = std::io::Cursor::new(Vec::new());
-    let summary = remux_segments(segments, &mut out).map_err(|e| RecordingError::Remux(e.to_string()))?;
-    Ok((out.into_inner(), summary.duration_ms))
+    remux_segments_with(segments, out, options).map_err(|e| RecordingError::Remux(e.to_string()))
+}
+
+/// A remux's scratch file: written and read at any position, encrypted with AES-256-CTR under a key
+/// made for it alone and kept in memory only, and removed when dropped, whatever happened.
+struct Scratch {
+    file: std::fs::File,
+    path: PathBuf,
+    cipher: Aes256,
+    /// Where the next write goes.
+    at: u64,
+    len: u64,
+}
+
+/// Bytes of keystream made at a time.
+const KEYSTREAM_CHUNK: usize = 64 * 1024;
+
+impl Scratch {
+    fn create(dir: &Path) -> Result<Scratch, RecordingError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{}.tmp", Uuid::new_v4()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        Ok(Scratch {
+            file,
+            path,
+            cipher: Aes256::new((&raw).into()),
+            at: 0,
+            len: 0,
+        })
+    }
+
+    /// XORs `data`, which sits at `at` in the file, with the keystream there.
+    fn apply(&self, at: u64, data: &mut [u8]) {
+        let mut keystream: Vec<aes_gcm::aes::Block> = Vec::new();
+        let mut done = 0usize;
+        while done < data.len() {
+            let pos = at + done as u64;
+            let skip = (pos % 16) as usize;
+            let n = (data.len() - done).min(KEYSTREAM_CHUNK - skip);
+            let first = u128::from(pos / 16);
+            let blocks = (skip + n).div_ceil(16);
+            keystream.clear();
+            keystream
+                .extend((0..blocks as u128).map(|i| aes_gcm::aes::Block::from((first + i).to_be_bytes())));
+            self.cipher.encrypt_blocks(&mut keystream);
+            for (i, byte) in data[done..done + n].iter_mut().enumerate() {
+                let k = skip + i;
+                *byte ^= keystream[k / 16][k % 16];
+            }
+            done += n;
+        }
+    }
+
+    /// Reads exactly `out.len()` plaintext bytes from `at`.
+    fn read_at(&self, at: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(out, at)?;
+        self.apply(at, out);
+        Ok(())
+    }
+}
+
+impl Write for Scratch {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(KEYSTREAM_CHUNK);
+        let mut sealed = buf[..n].to_vec();
+        self.apply(self.at, &mut sealed);
+        self.file.write_all_at(&sealed, self.at)?;
+        self.at += n as u64;
+        self.len = self.len.max(self.at);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Scratch {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let at = match to {
+            SeekFrom::Start(at) => Some(at),
+            SeekFrom::End(delta) => self.len.checked_add_signed(delta),
+            SeekFrom::Current(delta) => self.at.checked_add_signed(delta),
+        };
+        self.at =
+            at.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "before the start"))?;
+        Ok(self.at)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "a remux scratch file was not removed");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,14 @@
 // controls. The SFU is on the server's own address, so no ICE servers are used; the offer is sent once
 // its candidates are gathered, as the SFU takes no trickled ones. Switching between audio only and video
 // is a new offer on the same connection; a connection that fails joins again, as a reconnect.
+// A call may have a third person in it, a guest such as an interpreter. The SFU never offers lines
+// itself, so per kind the page offers one line for each other person it may receive: its own
+// send-and-receive line (slot 0), then receive-only ones. The SFU puts each other person in a slot of
+// their own and keeps them there: a patient and a clinician see each other in slot 0 and the guest in
+// slot 1, a guest the patient in slot 0 and the clinician in slot 1. Each slot has a tile, shown while
+// media arrives in it, next to the page's own video. The page names slot 0 by `data-with` and may name
+// slot 1 by `data-second` (else "Invited guest") and say by `data-second-role` what that person is in
+// the consultation (else "guest"), so that chat messages carry the right name.
 // Before joining, the viewer answers whether they may be recorded; the answer goes with the join, and
 // they can change it during the call. The chat is kept in the consultation's record: sent by POST, and
 // received (everyone's, including one's own) from the server's event stream.
@@ -17,10 +25,12 @@
   var base = appointment + "/call";
   var me = root.getAttribute("data-me");
   var otherName = root.getAttribute("data-with");
+  var secondName = root.getAttribute("data-second") || "Invited guest";
+  var secondRole = root.getAttribute("data-second-role") || "guest";
   var mode = root.getAttribute("data-mode") === "audio_only" ? "audio_only" : "video";
   var status = document.getElementById("call-status");
-  var remoteVideo = document.getElementById("remote-video");
   var localVideo = document.getElementById("local-video");
+  var people = document.getElementById("call-people");
   var buttons = {
     mute: document.getElementById("call-mute"),
     camera: document.getElementById("call-camera"),
@@ -42,9 +52,16 @@
   var lastMessage = 0;
   var pc = null;
   var local = new MediaStream();
-  var video = null; // the video transceiver while the call has video
   var busy = false;
   var ended = false;
+  // How long a slot may go without media before its tile is taken away.
+  var GONE_AFTER_MS = 5000;
+  // One per other person the call may have (the SFU's MAX_PARTICIPANTS - 1). `audio` and `video` are this
+  // connection's transceivers for the slot; the tile and when media was last seen outlive reconnects.
+  var remotes = [otherName, secondName].map(function (name) {
+    return { name: name, audio: null, video: null, tile: null, bytes: 0, seen: 0 };
+  });
+  var watching = null;
 
   function say(text) {
     status.textContent = text;
@@ -95,9 +112,104 @@
       .then(function (answer) { return connection.setRemoteDescription({ type: "answer", sdp: answer.sdp }); });
   }
 
+  // The tile for a slot: its video (which also plays the slot's sound) and who it is.
+  function tile(remote) {
+    if (!remote.tile) {
+      var figure = document.createElement("figure");
+      figure.className = "remote-tile";
+      figure.hidden = true;
+      var element = document.createElement("video");
+      element.className = "remote-video";
+      element.autoplay = true;
+      element.playsInline = true;
+      element.setAttribute("aria-label", remote.name);
+      var caption = document.createElement("figcaption");
+      caption.textContent = remote.name;
+      figure.appendChild(element);
+      figure.appendChild(caption);
+      localVideo.parentNode.insertBefore(figure, localVideo);
+      remote.tile = figure;
+    }
+    return remote.tile;
+  }
+
+  function showPeople() {
+    var here = remotes.filter(function (remote) { return remote.tile && !remote.tile.hidden; })
+      .map(function (remote) { return remote.name; });
+    var text = here.length ? "In the call with you: " + here.join(" and ") + "." : "Nobody else is in the call yet.";
+    if (people && people.textContent !== text) {
+      people.textContent = text;
+    }
+  }
+
+  function show(remote, on) {
+    var figure = tile(remote);
+    if (figure.hidden === on) {
+      figure.hidden = !on;
+      showPeople();
+    }
+  }
+
+  // Plays what the slot's lines on this connection receive.
+  function attach(remote) {
+    var tracks = [remote.audio, remote.video].filter(Boolean).map(function (t) { return t.receiver.track; });
+    tile(remote).querySelector("video").srcObject = new MediaStream(tracks);
+  }
+
+  // A slot's line of one kind: `sending` is our own track on the send-and-receive line of slot 0.
+  function receive(remote, kind, sending) {
+    var transceiver = sending
+      ? pc.addTransceiver(sending, { direction: "sendrecv", streams: [local] })
+      : pc.addTransceiver(kind, { direction: "recvonly" });
+    transceiver.receiver.track.addEventListener("unmute", function () {
+      remote.seen = Date.now();
+      show(remote, true);
+    });
+    remote[kind] = transceiver;
+    return transceiver;
+  }
+
+  // Video lines for every slot, in slot order after any there were, so the SFU counts them right.
   function addVideo(track) {
     local.addTrack(track);
-    video = pc.addTransceiver(track, { direction: "sendrecv", streams: [local] });
+    remotes.forEach(function (remote, i) {
+      receive(remote, "video", i === 0 ? track : null);
+      attach(remote);
+    });
+  }
+
+  // Media arriving in a slot keeps its tile up; a slot that has gone quiet (its person left) loses it.
+  function watch() {
+    var connection = pc;
+    if (!connection) {
+      return;
+    }
+    connection.getStats().then(function (stats) {
+      if (connection !== pc) {
+        return;
+      }
+      var bytes = remotes.map(function () { return 0; });
+      stats.forEach(function (report) {
+        if (report.type !== "inbound-rtp") {
+          return;
+        }
+        remotes.forEach(function (remote, i) {
+          [remote.audio, remote.video].forEach(function (t) {
+            if (t && (report.trackIdentifier === t.receiver.track.id || (t.mid && report.mid === t.mid))) {
+              bytes[i] += report.bytesReceived || 0;
+            }
+          });
+        });
+      });
+      var now = Date.now();
+      remotes.forEach(function (remote, i) {
+        if (bytes[i] > remote.bytes) {
+          remote.seen = now;
+        }
+        remote.bytes = bytes[i];
+        show(remote, now - remote.seen < GONE_AFTER_MS);
+      });
+    });
   }
 
   // A new connection carrying the tracks we have, joined to the call.
@@ -106,11 +218,6 @@
       pc.close();
     }
     pc = new RTCPeerConnection({ iceServers: [] });
-    var remote = new MediaStream();
-    remoteVideo.srcObject = remote;
-    pc.addEventListener("track", function (event) {
-      remote.addTrack(event.track);
-    });
     pc.addEventListener("connectionstatechange", function () {
       var state = pc.connectionState;
       if (state === "connected") {
@@ -120,14 +227,21 @@
         join();
       }
     });
-    local.getAudioTracks().forEach(function (track) {
-      pc.addTransceiver(track, { direction: "sendrecv", streams: [local] });
+    var microphone = local.getAudioTracks()[0];
+    remotes.forEach(function (remote, i) {
+      remote.audio = null;
+      remote.video = null;
+      remote.bytes = 0;
+      receive(remote, "audio", i === 0 && microphone ? microphone : null);
+      attach(remote);
     });
-    video = null;
     local.getVideoTracks().forEach(function (track) {
       local.removeTrack(track);
       addVideo(track);
     });
+    if (!watching) {
+      watching = window.setInterval(watch, 1000);
+    }
     return negotiate(base);
   }
 
@@ -181,7 +295,11 @@
     lastMessage = message.seq;
     var item = document.createElement("li");
     var who = document.createElement("strong");
-    who.textContent = message.sender_id === me ? "You" : otherName;
+    if (message.sender_id === me) {
+      who.textContent = "You";
+    } else {
+      who.textContent = message.sender_role === secondRole ? secondName : otherName;
+    }
     var time = document.createElement("time");
     time.dateTime = message.sent_at;
     time.textContent = new Date(message.sent_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -257,10 +375,13 @@
         track.stop();
         local.removeTrack(track);
       });
-      if (video) {
-        video.stop();
-        video = null;
-      }
+      remotes.forEach(function (remote) {
+        if (remote.video) {
+          remote.video.stop();
+          remote.video = null;
+          attach(remote);
+        }
+      });
       localVideo.srcObject = null;
       switching = negotiate(base + "/mode");
     } else {
@@ -290,8 +411,17 @@
     if (pc) {
       pc.close();
     }
+    window.clearInterval(watching);
     local.getTracks().forEach(function (track) { track.stop(); });
-    remoteVideo.srcObject = null;
+    remotes.forEach(function (remote) {
+      if (remote.tile) {
+        remote.tile.querySelector("video").srcObject = null;
+        remote.tile.hidden = true;
+      }
+    });
+    if (people) {
+      people.textContent = "";
+    }
     localVideo.srcObject = null;
     say("You have left the call.");
     return fetch(base + "/leave", { method: "POST", credentials: "same-origin", keepalive: true });

@@ -694,7 +694,9 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         );
     }
 
-    // It plays in the browser, for as long as the call lasted.
+    // It plays in the browser: each participant's copy side by side, both heard and seen, each as long
+    // as the call, driven together by one play/pause button and one position slider.
+    const PLAYERS: &str = "Array.prototype.slice.call(document.querySelectorAll('#recording-players video'))";
     for tab in [&patient, &clinician] {
         tab.click(&link).await;
         tab.wait_for(
@@ -707,43 +709,87 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         .await;
         tab.wait_for_within(
             Duration::from_secs(10),
-            "the player to load the recording",
-            "document.querySelector('main video').readyState >= 1",
+            "a player per participant to load",
+            &format!(
+                "(function (vs) {{ return vs.length === 2 && vs.every(function (v) {{ return v.readyState >= 1; }}) \
+                 && !document.getElementById('recording-controls').hidden; }})({PLAYERS})"
+            ),
         )
         .await;
-        tab.value("document.querySelector('main video').muted = true")
-            .await;
-        tab.value("document.querySelector('main video').play().then(function () { return true; })")
-            .await;
+        tab.click("#recording-play").await;
         tab.wait_for_within(
-            Duration::from_secs(10),
-            "the recording to play",
-            "(function (v) { return v.readyState >= 2 && v.currentTime > 0.5 && !v.error; })\
-             (document.querySelector('main video'))",
+            Duration::from_secs(15),
+            "both participants to play, picture and sound",
+            &format!(
+                "{PLAYERS}.every(function (v) {{ return !v.error && !v.paused && v.readyState >= 2 \
+                 && v.currentTime > 1.5 && v.getVideoPlaybackQuality().totalVideoFrames > 0 \
+                 && v.webkitAudioDecodedByteCount > 0; }})"
+            ),
         )
         .await;
-        let player = tab
-            .value(
-                "(function (v) { return {duration: isFinite(v.duration) ? v.duration : null, \
-                 width: v.videoWidth}; })(document.querySelector('main video'))",
-            )
+        let players = tab
+            .value(&format!(
+                "{PLAYERS}.map(function (v) {{ return {{duration: isFinite(v.duration) ? v.duration : null, \
+                 width: v.videoWidth, frames: v.getVideoPlaybackQuality().totalVideoFrames, \
+                 audio: v.webkitAudioDecodedByteCount, muted: v.muted, volume: v.volume, \
+                 at: Number(v.dataset.offsetMs) / 1000 + v.currentTime}}; }})"
+            ))
             .await;
+        let players = players.as_array().unwrap();
+        for player in players {
+            assert!(
+                player["width"].as_u64().unwrap_or(0) > 0 && player["frames"].as_u64().unwrap_or(0) > 0,
+                "{}: a participant shows no picture: {player}",
+                tab.name()
+            );
+            assert!(
+                player["audio"].as_u64().unwrap_or(0) > 0 && player["muted"] == json!(false),
+                "{}: a participant is not heard: {player}",
+                tab.name()
+            );
+            let played_ms = player["duration"]
+                .as_f64()
+                .map(|seconds| (seconds * 1000.0) as i64)
+                .unwrap_or_else(|| panic!("{}: the player knows no duration: {player}", tab.name()));
+            assert!(
+                (played_ms - call_ms).abs() * 10 <= call_ms,
+                "{}: a player says {played_ms} ms, the call lasted {call_ms} ms",
+                tab.name()
+            );
+        }
+        let (a, b) = (
+            players[0]["at"].as_f64().unwrap(),
+            players[1]["at"].as_f64().unwrap(),
+        );
         assert!(
-            player["width"].as_u64().unwrap_or(0) > 0,
-            "{}: the recording shows no picture: {player}",
+            (a - b).abs() < 0.5,
+            "{}: the participants play out of step: {players:?}",
             tab.name()
         );
-        let played_ms = player["duration"]
-            .as_f64()
-            .map(|seconds| (seconds * 1000.0) as i64)
-            .unwrap_or_else(|| panic!("{}: the player knows no duration: {player}", tab.name()));
-        assert!(
-            (played_ms - call_ms).abs() * 10 <= call_ms,
-            "{}: the player says {played_ms} ms, the call lasted {call_ms} ms",
-            tab.name()
-        );
+        // One button pauses both, one slider moves both.
+        tab.click("#recording-play").await;
+        tab.wait_for_within(
+            Duration::from_secs(5),
+            "both players to pause",
+            &format!("{PLAYERS}.every(function (v) {{ return v.paused; }})"),
+        )
+        .await;
+        tab.value(
+            "(function (s) { s.value = '5000'; s.dispatchEvent(new Event('input')); return true; })\
+             (document.getElementById('recording-seek'))",
+        )
+        .await;
+        tab.wait_for_within(
+            Duration::from_secs(5),
+            "both players to move to 5 s",
+            &format!(
+                "{PLAYERS}.every(function (v) {{ \
+                 return Math.abs(Number(v.dataset.offsetMs) / 1000 + v.currentTime - 5) < 0.3 && v.paused; }})"
+            ),
+        )
+        .await;
         eprintln!(
-            "{}: call {call_ms} ms, recording {duration_ms} ms, player {player}",
+            "{}: call {call_ms} ms, recording {duration_ms} ms, players {players:?}",
             tab.name()
         );
     }
@@ -761,6 +807,11 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
     .await;
     assert_eq!(status, StatusCode::OK, "playback: {ticket}");
     let ticketed = ticket["media_url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ticket["participants"].as_array().map(Vec::len),
+        Some(2),
+        "a copy per participant: {ticket}"
+    );
     let outsiders = [
         (
             Account {
@@ -784,12 +835,20 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
     for (account, role, name) in &outsiders {
         s.create(account, *role, name).await;
         let client = s.api_login(account).await;
-        for path in [
+        let mut paths = vec![
             format!("/recordings/{recording_id}"),
             format!("/api/v1/recordings/{recording_id}"),
             format!("/api/v1/recordings/{recording_id}/media"),
             ticketed.clone(),
-        ] {
+        ];
+        for copy in ticket["participants"].as_array().unwrap() {
+            paths.push(copy["media_url"].as_str().unwrap().to_owned());
+            paths.push(format!(
+                "/api/v1/recordings/{recording_id}/media/{}",
+                copy["participant_id"].as_str().unwrap()
+            ));
+        }
+        for path in paths {
             let response = client
                 .get(s.url(&path))
                 .header("Range", "bytes=0-")

@@ -1,13 +1,14 @@
 //! What a consultation keeps beside its media: each participant's recording-consent decisions and the
 //! call's chat. Both are append-only logs, numbered per consultation inside the writing transaction, and
 //! every row is bound when it is written to the consultation's patient, clinician and practice as the
-//! grant names them; the database's composite keys refuse any other owners.
+//! grant names them; the database's composite keys refuse any other owners. A guest's rows also name
+//! the guest, whom the database holds to the same consultation.
 
 use confide_domain::consultation::ConsentDecision;
 use confide_domain::policy::actions::{JoinConsultation, PostChatMessage, ReadCallRecord, RecordConsent};
-use confide_domain::policy::{ConsultationRef, Grant, GuardedAction};
+use confide_domain::policy::{Actor, ConsultationGrant, ConsultationRef, GuardedAction};
 use confide_domain::scheduling::AppointmentStatus;
-use confide_domain::{Timestamp, UserId};
+use confide_domain::{GuestId, Timestamp};
 use sqlx::{Any, Transaction};
 
 use crate::read::{OwnedRow, Param};
@@ -19,7 +20,7 @@ pub const MAX_MESSAGE_CHARS: usize = 2000;
 /// One consent decision, as the consultation's log keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsentEntry {
-    pub participant: UserId,
+    pub participant: Actor,
     pub decision: ConsentDecision,
     pub at: Timestamp,
 }
@@ -28,7 +29,7 @@ pub struct ConsentEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatMessage {
     pub seq: i64,
-    pub sender: UserId,
+    pub sender: Actor,
     pub body: String,
     pub sent_at: Timestamp,
 }
@@ -42,6 +43,8 @@ impl ReadsConsent for ReadCallRecord {}
 /// The strings a grant's scope borrows.
 struct Owned {
     actor: String,
+    /// Set when the actor is one of the consultation's guests.
+    guest: Option<String>,
     patient: String,
     clinician: String,
     practice: String,
@@ -49,10 +52,15 @@ struct Owned {
 }
 
 impl Owned {
-    fn of<A: GuardedAction<On = ConsultationRef>>(grant: &Grant<A>) -> Owned {
+    fn of<A>(grant: &impl ConsultationGrant<A>) -> Owned {
         let c = grant.consultation();
+        let actor = grant.actor();
         Owned {
-            actor: grant.principal().user.to_string(),
+            actor: actor.as_uuid().to_string(),
+            guest: match actor {
+                Actor::Guest(g) => Some(g.to_string()),
+                Actor::User(_) => None,
+            },
             patient: c.patient.patient.to_string(),
             clinician: c.clinician.to_string(),
             practice: c.practice.to_string(),
@@ -82,6 +90,14 @@ fn timestamp(ms: i64) -> Result<Timestamp> {
         .map_err(|e| StoreError::Corrupt(format!("a time in the call's record: {e}")))
 }
 
+/// Who a row is from: the guest it names, or else the account.
+fn actor(row: &OwnedRow, account_column: &str) -> Result<Actor> {
+    Ok(match row.parse_opt::<GuestId>("guest_id")? {
+        Some(guest) => Actor::Guest(guest),
+        None => Actor::User(row.parse(account_column)?),
+    })
+}
+
 fn consent_entry(row: &OwnedRow) -> Result<ConsentEntry> {
     let decision = match row.try_get::<String>("decision")?.as_str() {
         "given" => ConsentDecision::Given,
@@ -89,7 +105,7 @@ fn consent_entry(row: &OwnedRow) -> Result<ConsentEntry> {
         other => return Err(StoreError::Corrupt(format!("consent decision {other:?}"))),
     };
     Ok(ConsentEntry {
-        participant: row.parse("participant_id")?,
+        participant: actor(row, "participant_id")?,
         decision,
         at: timestamp(row.try_get("decided_at")?)?,
     })
@@ -98,7 +114,7 @@ fn consent_entry(row: &OwnedRow) -> Result<ConsentEntry> {
 fn chat_message(row: &OwnedRow) -> Result<ChatMessage> {
     Ok(ChatMessage {
         seq: row.try_get("seq")?,
-        sender: row.parse("sender_id")?,
+        sender: actor(row, "sender_id")?,
         body: row.try_get("body")?,
         sent_at: timestamp(row.try_get("sent_at")?)?,
     })
@@ -142,7 +158,7 @@ impl Store {
     /// force. Returns the entry when one was added. Refused once the consultation is no longer running.
     pub async fn record_consent(
         &self,
-        grant: &Grant<RecordConsent>,
+        grant: &impl ConsultationGrant<RecordConsent>,
         decision: ConsentDecision,
         at: Timestamp,
     ) -> Result<Option<ConsentEntry>> {
@@ -171,7 +187,7 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO consultation_consents (consultation_id, patient_id, clinician_id, practice_id, seq, \
-             participant_id, decision, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             participant_id, guest_id, decision, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&owned.consultation)
         .bind(&owned.patient)
@@ -179,24 +195,28 @@ impl Store {
         .bind(&owned.practice)
         .bind(seq)
         .bind(&owned.actor)
+        .bind(&owned.guest)
         .bind(decision_str(decision))
         .bind(at.as_millisecond())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Some(ConsentEntry {
-            participant: grant.principal().user,
+            participant: grant.actor(),
             decision,
             at,
         }))
     }
 
     /// Every consent decision in the consultation, oldest first.
-    pub async fn consent_log<A: ReadsConsent>(&self, grant: &Grant<A>) -> Result<Vec<ConsentEntry>> {
+    pub async fn consent_log<A: ReadsConsent>(
+        &self,
+        grant: &impl ConsultationGrant<A>,
+    ) -> Result<Vec<ConsentEntry>> {
         let owned = Owned::of(grant);
         self.select(
             owned.scope(),
-            "SELECT participant_id, decision, decided_at FROM consultation_consents \
+            "SELECT participant_id, guest_id, decision, decided_at FROM consultation_consents \
              WHERE consultation_id = $1 ORDER BY seq",
             &[Param::from(&owned.consultation)],
         )
@@ -210,7 +230,7 @@ impl Store {
     /// length; the database checks it again. Refused once the consultation is no longer running.
     pub async fn post_message(
         &self,
-        grant: &Grant<PostChatMessage>,
+        grant: &impl ConsultationGrant<PostChatMessage>,
         body: &str,
         at: Timestamp,
     ) -> Result<ChatMessage> {
@@ -225,7 +245,7 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO consultation_messages (consultation_id, patient_id, clinician_id, practice_id, seq, \
-             sender_id, body, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             sender_id, guest_id, body, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&owned.consultation)
         .bind(&owned.patient)
@@ -233,6 +253,7 @@ impl Store {
         .bind(&owned.practice)
         .bind(seq)
         .bind(&owned.actor)
+        .bind(&owned.guest)
         .bind(body)
         .bind(at.as_millisecond())
         .execute(&mut *tx)
@@ -240,7 +261,7 @@ impl Store {
         tx.commit().await?;
         Ok(ChatMessage {
             seq,
-            sender: grant.principal().user,
+            sender: grant.actor(),
             body: body.to_owned(),
             sent_at: at,
         })
@@ -249,14 +270,14 @@ impl Store {
     /// The consultation's messages after position `after`, oldest first, at most `limit`.
     pub async fn messages(
         &self,
-        grant: &Grant<ReadCallRecord>,
+        grant: &impl ConsultationGrant<ReadCallRecord>,
         after: i64,
         limit: i64,
     ) -> Result<Vec<ChatMessage>> {
         let owned = Owned::of(grant);
         self.select(
             owned.scope(),
-            "SELECT seq, sender_id, body, sent_at FROM consultation_messages \
+            "SELECT seq, sender_id, guest_id, body, sent_at FROM consultation_messages \
              WHERE consultation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             &[
                 Param::from(&owned.consultation),

@@ -1,11 +1,11 @@
 //! A consultation while its call runs: the gate's facts about it, its recording's wrapped data key, and
-//! the segments the call adds to its recording. Everything after the gate's lookup takes a
-//! `Grant<JoinConsultation>`, and the recording is always the one the consultation's row names: a caller
+//! the segments the call adds to its recording. Everything after the gate's lookup takes a grant to join
+//! the consultation (its patient's, its clinician's or one of its guests'), and the recording is always the one the consultation's row names: a caller
 //! can't name another.
 
 use confide_domain::consultation::{ConsultationMode, SegmentReason, StoredSegment};
 use confide_domain::policy::actions::JoinConsultation;
-use confide_domain::policy::{ConsultationRef, Grant, PatientRef};
+use confide_domain::policy::{ConsultationGrant, ConsultationRef, PatientRef};
 use confide_domain::scheduling::AppointmentStatus;
 use confide_domain::{AppointmentId, RecordingId};
 
@@ -32,10 +32,10 @@ struct Owned {
 }
 
 impl Owned {
-    fn of(grant: &Grant<JoinConsultation>) -> Owned {
+    fn of(grant: &impl ConsultationGrant<JoinConsultation>) -> Owned {
         let c = grant.consultation();
         Owned {
-            actor: grant.principal().user.to_string(),
+            actor: grant.actor().as_uuid().to_string(),
             patient: c.patient.patient.to_string(),
             practice: c.practice.to_string(),
             consultation: c.id.to_string(),
@@ -84,7 +84,10 @@ impl Store {
     }
 
     /// The consultation's recording, its segments and its appointment's status.
-    pub async fn consultation_call(&self, grant: &Grant<JoinConsultation>) -> Result<Option<CallFacts>> {
+    pub async fn consultation_call(
+        &self,
+        grant: &impl ConsultationGrant<JoinConsultation>,
+    ) -> Result<Option<CallFacts>> {
         let owned = Owned::of(grant);
         let Some(row) = self
             .select_one(
@@ -119,7 +122,10 @@ impl Store {
     }
 
     /// The consultation's recording's data key as stored (hex of the wrapped key), if it has one yet.
-    pub async fn recording_key(&self, grant: &Grant<JoinConsultation>) -> Result<Option<String>> {
+    pub async fn recording_key(
+        &self,
+        grant: &impl ConsultationGrant<JoinConsultation>,
+    ) -> Result<Option<String>> {
         let owned = Owned::of(grant);
         let row = self
             .select_one(
@@ -139,7 +145,7 @@ impl Store {
     /// now: the first writer wins, so two participants joining at once end up with the same key.
     pub async fn set_recording_key_if_absent(
         &self,
-        grant: &Grant<JoinConsultation>,
+        grant: &impl ConsultationGrant<JoinConsultation>,
         wrapped_hex: &str,
     ) -> Result<String> {
         let owned = Owned::of(grant);
@@ -170,7 +176,7 @@ impl Store {
     /// decided inside the transaction. Refused once the consultation is no longer running.
     pub async fn add_segment(
         &self,
-        grant: &Grant<JoinConsultation>,
+        grant: &impl ConsultationGrant<JoinConsultation>,
         reason: SegmentReason,
         mode: ConsultationMode,
         at_ms: i64,

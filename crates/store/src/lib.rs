@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod call_records;
 mod consultations;
+mod guests;
 mod patients;
 mod practices;
 mod read;
@@ -26,9 +27,12 @@ pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
 pub use audit::{AccessEntry, AuditLog};
 pub use call_records::{ChatMessage, ConsentEntry, MAX_MESSAGE_CHARS, ReadsConsent};
 pub use consultations::CallFacts;
+pub use guests::{GuestLink, GuestRecord, GuestSession, LinkRefusal, NewGuest};
 pub use patients::{Note, PatientProfile, PatientSummary, QueueEntry, Registration};
 pub use practices::{NewPractice, Practice};
-pub use recordings::{Erasable, PlaybackFacts, RecordingJob, RecordingStatus, RecordingSummary, RemuxFacts};
+pub use recordings::{
+    Erasable, PlaybackFacts, RecordingCopy, RecordingJob, RecordingStatus, RecordingSummary, RemuxFacts,
+};
 pub use scheduling::{
     Appointment, ClinicianSummary, Job, JobKind, NewAppointment, NewJob, NewTime, ScheduleEntry,
     StoredException, StoredRule,

@@ -11,6 +11,7 @@ use confide_domain::policy::actions::{
 use confide_domain::policy::{Grant, PatientRef, RecordingRef};
 use confide_domain::{AppointmentId, ConsultationId, PracticeId, RecordingId, UserId};
 use sqlx::{Any, Transaction};
+use uuid::Uuid;
 
 use crate::read::{OwnedRow, Param};
 use crate::scheduling::stored_segment;
@@ -59,6 +60,8 @@ pub struct RecordingSummary {
     pub duration_ms: Option<i64>,
     pub status: RecordingStatus,
     pub segments: Vec<StoredSegment>,
+    /// One playback copy per participant, once they are made.
+    pub copies: Vec<RecordingCopy>,
 }
 
 impl RecordingSummary {
@@ -74,6 +77,29 @@ impl RecordingSummary {
     }
 }
 
+/// One participant's playback copy: their audio and video only, which a browser plays whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingCopy {
+    /// The id the call gave the participant: a user's id.
+    pub participant: Uuid,
+    pub object: String,
+    /// Plaintext length.
+    pub len: i64,
+    pub duration_ms: i64,
+    /// Where the copy's 0 is, in ms after the start of the recording's own copy.
+    pub offset_ms: i64,
+}
+
+fn copy_of(row: &OwnedRow) -> Result<RecordingCopy> {
+    Ok(RecordingCopy {
+        participant: row.parse("participant_id")?,
+        object: row.try_get("object")?,
+        len: row.try_get("len")?,
+        duration_ms: row.try_get("duration_ms")?,
+        offset_ms: row.try_get("offset_ms")?,
+    })
+}
+
 /// What playing a recording back needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlaybackFacts {
@@ -85,6 +111,8 @@ pub struct PlaybackFacts {
     pub object: Option<String>,
     /// Plaintext length of the playback copy.
     pub len: Option<i64>,
+    /// The participants' own copies.
+    pub copies: Vec<RecordingCopy>,
     /// The practice's own replay switch.
     pub practice_replay_enabled: bool,
 }
@@ -111,7 +139,8 @@ pub struct RemuxFacts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Erasable {
     pub recording: RecordingId,
-    pub object: Option<String>,
+    /// The recording's playback copy and its participants' copies.
+    pub objects: Vec<String>,
     pub segments: Vec<u32>,
 }
 
@@ -247,11 +276,25 @@ impl Store {
         .await
     }
 
+    /// A recording's participant copies, by participant.
+    async fn recording_copies(&self, scope: Scope<'_>, recording: &str) -> Result<Vec<RecordingCopy>> {
+        let rows = self
+            .select(
+                scope,
+                "SELECT participant_id, object, len, duration_ms, offset_ms FROM recording_copies \
+                 WHERE recording_id = $1 ORDER BY participant_id",
+                &[Param::from(recording)],
+            )
+            .await?;
+        rows.iter().map(copy_of).collect()
+    }
+
     async fn summaries(&self, scope: Scope<'_>, rows: Vec<OwnedRow>) -> Result<Vec<RecordingSummary>> {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
             let segments = self.recording_segment_rows(scope, &id).await?;
+            let copies = self.recording_copies(scope, &id).await?;
             out.push(RecordingSummary {
                 id: row.parse("id")?,
                 consultation: row.parse("consultation_id")?,
@@ -266,6 +309,7 @@ impl Store {
                 duration_ms: row.try_get("duration_ms")?,
                 status: status_of(&row)?,
                 segments: segments.iter().map(stored_segment).collect::<Result<_>>()?,
+                copies,
             });
         }
         Ok(out)
@@ -353,17 +397,18 @@ impl Store {
                 &[Param::from(&owned.recording)],
             )
             .await?;
-        row.map(|row| {
-            Ok(PlaybackFacts {
-                status: status_of(&row)?,
-                wrapped_key: row.try_get("wrapped_key")?,
-                playback_key: row.try_get("playback_key")?,
-                object: row.try_get("playback_object")?,
-                len: row.try_get("playback_len")?,
-                practice_replay_enabled: row.try_get::<i64>("replay_enabled")? != 0,
-            })
-        })
-        .transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(PlaybackFacts {
+            status: status_of(&row)?,
+            wrapped_key: row.try_get("wrapped_key")?,
+            playback_key: row.try_get("playback_key")?,
+            object: row.try_get("playback_object")?,
+            len: row.try_get("playback_len")?,
+            copies: self.recording_copies(owned.scope(), &owned.recording).await?,
+            practice_replay_enabled: row.try_get::<i64>("replay_enabled")? != 0,
+        }))
     }
 
     /// Opens the glass for the grant's clinician until `expires_ms`, with the reason they typed.
@@ -532,14 +577,16 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid("the recording has expired".into()))
     }
 
-    /// Records the playback copy and marks the job done, together. Returns false if the recording expired
-    /// meanwhile, in which case the copy is not recorded and the caller removes it.
+    /// Records the playback copy and the participants' copies and marks the job done, together. Returns
+    /// false if the recording expired meanwhile, in which case no copy is recorded and the caller removes
+    /// them.
     pub async fn finish_remux(
         &self,
         job: &RecordingJob,
         object: &str,
         len: i64,
         duration_ms: i64,
+        copies: &[RecordingCopy],
         at_ms: i64,
     ) -> Result<bool> {
         let (patient, recording) = (job.patient.to_string(), job.recording.to_string());
@@ -559,6 +606,27 @@ impl Store {
         .bind(&recording)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            // A job run again after a crash makes the same copies under the same names.
+            sqlx::query("DELETE FROM recording_copies WHERE recording_id = $1")
+                .bind(&recording)
+                .execute(&mut *tx)
+                .await?;
+            for copy in copies {
+                sqlx::query(
+                    "INSERT INTO recording_copies (recording_id, participant_id, object, len, duration_ms, \
+                     offset_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&recording)
+                .bind(copy.participant.to_string())
+                .bind(&copy.object)
+                .bind(copy.len)
+                .bind(copy.duration_ms)
+                .bind(copy.offset_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         sqlx::query(
             "UPDATE recording_jobs SET state = 'done', finished_at = $1, attempts = attempts + 1, \
              lease_until = NULL WHERE recording_id = $2",
@@ -679,9 +747,19 @@ impl Store {
                     &[Param::from(&id)],
                 )
                 .await?;
+            let mut objects: Vec<String> = row
+                .try_get::<Option<String>>("playback_object")?
+                .into_iter()
+                .collect();
+            objects.extend(
+                self.recording_copies(scope, &id)
+                    .await?
+                    .into_iter()
+                    .map(|c| c.object),
+            );
             out.push(Erasable {
                 recording: row.parse("id")?,
-                object: row.try_get("playback_object")?,
+                objects,
                 segments: segments
                     .iter()
                     .map(|s| stored_segment(s).map(|s| s.index))
@@ -691,7 +769,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Records that an erased recording's files are gone.
+    /// Records that an erased recording's files are gone, with its participants' copies.
     pub async fn mark_erased(&self, practice: PracticeId, recording: RecordingId, at_ms: i64) -> Result<()> {
         let practice = practice.to_string();
         let mut tx = self
@@ -705,6 +783,14 @@ impl Store {
              AND expired_at IS NOT NULL",
         )
         .bind(at_ms)
+        .bind(recording.to_string())
+        .bind(&practice)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM recording_copies WHERE recording_id = $1 AND recording_id IN \
+             (SELECT id FROM recordings WHERE practice_id = $2 AND expired_at IS NOT NULL)",
+        )
         .bind(recording.to_string())
         .bind(&practice)
         .execute(&mut *tx)

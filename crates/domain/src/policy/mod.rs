@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::identity::Role;
 use crate::ids::{
-    AppointmentId, ConsultationId, PracticeId, RecordingId, RegistrationId, TriageSessionId, UserId,
+    AppointmentId, ConsultationId, GuestId, PracticeId, RecordingId, RegistrationId, TriageSessionId, UserId,
 };
 use crate::registration::RegistrationStatus;
 
@@ -340,6 +340,7 @@ pub enum Reason {
     ClinicianSelf,
     ClinicianOfAppointment,
     ClinicianOfConsultation,
+    GuestOfConsultation,
     BreakGlass,
     MfaRequired,
     NotRegisteredThere,
@@ -363,6 +364,7 @@ impl Reason {
             Reason::ClinicianSelf => "clinician_self",
             Reason::ClinicianOfAppointment => "clinician_of_appointment",
             Reason::ClinicianOfConsultation => "clinician_of_consultation",
+            Reason::GuestOfConsultation => "guest_of_consultation",
             Reason::BreakGlass => "break_glass",
             Reason::MfaRequired => "mfa_required",
             Reason::NotRegisteredThere => "not_registered_there",
@@ -615,8 +617,51 @@ pub fn decide(principal: &Principal, action: Action, resource: &Resource, ctx: &
     }
 }
 
+/// Someone without an account whom a consultation's clinician invited by a single-use link. Their
+/// session names the one consultation they were invited to, and that is all they can ever be allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestPrincipal {
+    pub guest: GuestId,
+    pub consultation: ConsultationId,
+}
+
+/// Who takes a step in a consultation: one of its account holders, or one of its guests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Actor {
+    User(UserId),
+    Guest(GuestId),
+}
+
+impl Actor {
+    /// The id a row or a media frame is kept under: a guest's id never equals an account's.
+    pub fn as_uuid(self) -> uuid::Uuid {
+        match self {
+            Actor::User(u) => u.as_uuid(),
+            Actor::Guest(g) => g.as_uuid(),
+        }
+    }
+}
+
+/// The policy for guests: in the call of their own consultation they may be, chat, read its chat and
+/// consent decisions, and decide for themselves about being recorded. Nothing else, anywhere.
+pub fn decide_guest(guest: &GuestPrincipal, action: Action, resource: &Resource) -> Decision {
+    use Action::*;
+    match (action, resource) {
+        (JoinConsultation | RecordConsent | ReadCallRecord | PostChatMessage, Resource::Consultation(c)) => {
+            allow_if(
+                c.id == guest.consultation,
+                Reason::GuestOfConsultation,
+                Reason::NotTheirConsultation,
+            )
+        }
+        _ => Decision::Deny(Reason::RoleMayNot),
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
+    /// Only this module's grants hold a consultation grant.
+    pub trait Holder {}
 }
 
 /// An action the store guards, with the kind of resource it is done to.
@@ -793,6 +838,78 @@ impl<A: GuardedAction<On = RecordingRef>> Grant<A> {
     }
 }
 
+/// Proof that the gate allowed a guest to do `A` in their consultation. Only [`authorize_guest`] makes one.
+#[derive(Debug)]
+pub struct GuestGrant<A: GuardedAction> {
+    guest: GuestPrincipal,
+    on: A::On,
+    reason: Reason,
+    _action: PhantomData<A>,
+}
+
+impl<A: GuardedAction> GuestGrant<A> {
+    pub fn guest(&self) -> &GuestPrincipal {
+        &self.guest
+    }
+
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+}
+
+/// A grant for `A` on one consultation, whoever holds it. The store binds what it writes under one to
+/// the consultation's owners and to [`actor`](ConsultationGrant::actor), who took the step.
+pub trait ConsultationGrant<A>: sealed::Holder {
+    fn consultation(&self) -> &ConsultationRef;
+    fn actor(&self) -> Actor;
+}
+
+impl<A: GuardedAction<On = ConsultationRef>> sealed::Holder for Grant<A> {}
+impl<A: GuardedAction<On = ConsultationRef>> ConsultationGrant<A> for Grant<A> {
+    fn consultation(&self) -> &ConsultationRef {
+        &self.on
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::User(self.principal.user)
+    }
+}
+
+impl<A: GuardedAction<On = ConsultationRef>> sealed::Holder for GuestGrant<A> {}
+impl<A: GuardedAction<On = ConsultationRef>> ConsultationGrant<A> for GuestGrant<A> {
+    fn consultation(&self) -> &ConsultationRef {
+        &self.on
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::Guest(self.guest.guest)
+    }
+}
+
+/// Either kind of grant on a consultation, for the steps account holders and guests share.
+#[derive(Debug)]
+pub enum CallGrant<A: GuardedAction<On = ConsultationRef>> {
+    Account(Grant<A>),
+    Guest(GuestGrant<A>),
+}
+
+impl<A: GuardedAction<On = ConsultationRef>> sealed::Holder for CallGrant<A> {}
+impl<A: GuardedAction<On = ConsultationRef>> ConsultationGrant<A> for CallGrant<A> {
+    fn consultation(&self) -> &ConsultationRef {
+        match self {
+            CallGrant::Account(g) => &g.on,
+            CallGrant::Guest(g) => &g.on,
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        match self {
+            CallGrant::Account(g) => ConsultationGrant::actor(g),
+            CallGrant::Guest(g) => ConsultationGrant::actor(g),
+        }
+    }
+}
+
 /// A denial: callers answer it exactly as they answer a resource that does not exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("not found")]
@@ -809,6 +926,19 @@ pub fn authorize<A: GuardedAction>(
     match decide(principal, A::ACTION, &on.into(), ctx) {
         Decision::Allow(reason) => Ok(Grant {
             principal: *principal,
+            on,
+            reason,
+            _action: PhantomData,
+        }),
+        Decision::Deny(reason) => Err(Denied { reason }),
+    }
+}
+
+/// Asks the gate on a guest's behalf; on yes, returns their grant for `A`.
+pub fn authorize_guest<A: GuardedAction>(guest: &GuestPrincipal, on: A::On) -> Result<GuestGrant<A>, Denied> {
+    match decide_guest(guest, A::ACTION, &on.into()) {
+        Decision::Allow(reason) => Ok(GuestGrant {
+            guest: *guest,
             on,
             reason,
             _action: PhantomData,

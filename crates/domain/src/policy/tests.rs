@@ -489,3 +489,66 @@ fn a_recording_grant_names_its_recording_and_is_audited_as_one() {
     );
     assert_eq!(consultation.subject_patient(), Some(user(1)));
 }
+
+/// A guest of consultation 11 or of another one.
+fn arb_guest() -> impl Strategy<Value = GuestPrincipal> {
+    (0u8..3, prop::bool::ANY).prop_map(|(g, same)| GuestPrincipal {
+        guest: GuestId::from_uuid(Uuid::from_u128(0x3000 + g as u128)),
+        consultation: ConsultationId::from_uuid(Uuid::from_u128(if same { 11 } else { 12 })),
+    })
+}
+
+/// From the issue: a guest joins the call they were invited to and is recorded as a participant, so
+/// they may be in it, chat, read its chat and decide about their own recording; nothing else.
+fn guest_oracle(guest: &GuestPrincipal, action: Action, what: &Resource) -> bool {
+    let in_the_call = matches!(
+        action,
+        Action::JoinConsultation | Action::RecordConsent | Action::ReadCallRecord | Action::PostChatMessage
+    );
+    matches!(what, Resource::Consultation(c) if c.id == guest.consultation) && in_the_call
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn guests_agree_with_their_oracle(
+        guest in arb_guest(),
+        action in prop::sample::select(Action::ALL.to_vec()),
+        what in prop_oneof![consultation_ref(), recording_ref(), arb_resource()],
+    ) {
+        prop_assert_eq!(decide_guest(&guest, action, &what).is_allowed(), guest_oracle(&guest, action, &what));
+    }
+}
+
+#[test]
+fn a_guest_grant_names_the_guest_as_the_actor() {
+    let guest = GuestPrincipal {
+        guest: GuestId::from_uuid(Uuid::from_u128(0x3001)),
+        consultation: ConsultationId::from_uuid(Uuid::from_u128(11)),
+    };
+    let on = ConsultationRef {
+        id: guest.consultation,
+        appointment: AppointmentId::from_uuid(Uuid::from_u128(9)),
+        patient: PatientRef {
+            patient: user(1),
+            registered_at: Some(practice(0)),
+        },
+        clinician: user(2),
+        practice: practice(0),
+    };
+    let grant = authorize_guest::<actions::JoinConsultation>(&guest, on).unwrap();
+    assert_eq!(ConsultationGrant::actor(&grant), Actor::Guest(guest.guest));
+    assert_eq!(grant.reason(), Reason::GuestOfConsultation);
+    assert!(authorize_guest::<actions::InviteGuest>(&guest, on).is_err());
+    let elsewhere = ConsultationRef {
+        id: ConsultationId::from_uuid(Uuid::from_u128(12)),
+        ..on
+    };
+    assert_eq!(
+        authorize_guest::<actions::JoinConsultation>(&guest, elsewhere)
+            .unwrap_err()
+            .reason,
+        Reason::NotTheirConsultation
+    );
+}

@@ -1,8 +1,11 @@
-//! Runs a [`Sfu`] on a UDP socket: one task owns both, takes signaling through an
-//! [`SfuHandle`] and hands recorded frames to a channel.
+//! Runs [`Sfu`]s on UDP sockets: rooms are spread over workers, one per core by default, each a
+//! thread that owns its own `Sfu` and its own socket, so that a busy SFU uses every core and no
+//! socket is shared between workers. Signaling goes through an [`SfuHandle`], which sends it to the
+//! worker that owns the room; every worker hands its recorded frames to the one channel.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,23 +20,29 @@ use super::{Participant, ParticipantId, RecordedFrame, RoomId, Sfu, SfuError, Tr
 const MAX_DATAGRAM: usize = 2048;
 /// Frames buffered for a recorder that falls behind, about half a minute of a call.
 const RECORDED_CAPACITY: usize = 4096;
-/// Signaling requests waiting for the SFU task.
+/// Signaling requests waiting for a worker.
 const COMMAND_CAPACITY: usize = 64;
 /// How long the task sleeps when there is no connection to time.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// Recorded frames a worker gathers before handing them over, and how long it holds the first of
+/// them at most: the recorder's task is on another thread, and waking it for every frame costs
+/// the worker more than forwarding a packet does.
+const RECORDED_BATCH: usize = 64;
+const RECORDED_DELAY: Duration = Duration::from_millis(20);
 /// Datagrams handled before timers and signaling get a look in again.
 const RECEIVE_BATCH: usize = 64;
-/// Socket buffers for all the calls sharing the one socket: a few milliseconds of every call's
+/// Socket buffers for all the calls sharing a worker's socket: a few milliseconds of every call's
 /// media while the task waits for a core, which the defaults (about 200 KiB) are not. The kernel
 /// caps them at `net.core.rmem_max` / `wmem_max`.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DriverConfig {
-    /// Where the UDP socket is bound.
+    /// Where the first worker's UDP socket is bound; worker `i` binds the port `i` after it (or
+    /// any free port when this one is 0).
     pub bind: SocketAddr,
-    /// What browsers are told to send to; the bound address when `None`. Needed when bound to
-    /// 0.0.0.0 or behind NAT.
+    /// What browsers are told to send to for the first worker, worker `i` announcing the port `i`
+    /// after it; each worker's bound address when `None`. Needed when bound to 0.0.0.0 or behind NAT.
     pub public_addr: Option<SocketAddr>,
 }
 
@@ -51,22 +60,32 @@ impl Default for DriverConfig {
 pub enum DriverError {
     #[error("binding the SFU's UDP socket")]
     Bind(#[source] io::Error),
+    #[error("worker {0}'s port is past the last one")]
+    PortRange(usize),
+    #[error("starting an SFU worker thread")]
+    Spawn(#[source] io::Error),
     #[error(transparent)]
     Sfu(#[from] SfuError),
-    #[error("the SFU task has stopped")]
+    #[error("the SFU worker has stopped")]
     Stopped,
 }
 
-/// Signaling into the SFU task. Cloneable; the task stops when the last handle is dropped.
+/// Signaling into the SFU's workers. Cloneable; the workers stop when the last handle is dropped.
 #[derive(Clone, Debug)]
 pub struct SfuHandle {
-    commands: mpsc::Sender<Command>,
-    public_addr: SocketAddr,
+    workers: Arc<[Worker]>,
     recorder_dropped: Arc<AtomicU64>,
     counters: Arc<Counters>,
 }
 
-/// Datagrams through the SFU's socket since it started, for metrics and load tests.
+/// One worker as the handle sees it: where its commands go and the address its rooms announce.
+#[derive(Debug)]
+struct Worker {
+    commands: mpsc::Sender<Command>,
+    public_addr: SocketAddr,
+}
+
+/// Datagrams through the SFU's sockets since it started, for metrics and load tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DriverStats {
     pub datagrams_received: u64,
@@ -121,40 +140,78 @@ enum Command {
     Leave(RoomId, ParticipantId, oneshot::Sender<bool>),
 }
 
-/// Binds the socket and starts the SFU task on the current Tokio runtime. Returns the handle
-/// and the recorder's channel: every frame any participant sends, tagged with room and sender.
+/// Starts one worker per available core; see [`start_workers`].
 pub async fn start(config: DriverConfig) -> Result<(SfuHandle, mpsc::Receiver<RecordedFrame>), DriverError> {
-    let socket = UdpSocket::bind(config.bind).await.map_err(DriverError::Bind)?;
-    let sock = socket2::SockRef::from(&socket);
-    // Best effort: smaller buffers only mean losses under bursts.
-    if let Err(e) = sock
-        .set_recv_buffer_size(SOCKET_BUFFER)
-        .and_then(|()| sock.set_send_buffer_size(SOCKET_BUFFER))
-    {
-        warn!(error = %e, "could not enlarge the SFU socket's buffers");
-    }
-    let public_addr = match config.public_addr {
-        Some(addr) => addr,
-        None => socket.local_addr().map_err(DriverError::Bind)?,
-    };
-    let sfu = Sfu::new(public_addr)?;
-    let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let cores = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+    start_workers(config, cores)
+}
+
+/// Binds each worker's socket and starts each worker on a thread of its own (`sfu-worker-<i>`),
+/// so that media never waits behind the caller's other tasks and a worker's socket, timers and
+/// wake-ups stay on one core. Returns the handle and the recorder's channel: every frame any
+/// participant sends, tagged with room and sender.
+pub fn start_workers(
+    config: DriverConfig,
+    workers: NonZeroUsize,
+) -> Result<(SfuHandle, mpsc::Receiver<RecordedFrame>), DriverError> {
     let (recorded_tx, recorded) = mpsc::channel(RECORDED_CAPACITY);
     let recorder_dropped = Arc::new(AtomicU64::new(0));
     let counters = Arc::new(Counters::default());
-    let task = Task {
-        socket,
-        sfu,
-        recorded: recorded_tx,
-        recorder_dropped: recorder_dropped.clone(),
-        counters: counters.clone(),
-        blocked: None,
-    };
-    tokio::spawn(task.run(command_rx));
-    Ok((
-        SfuHandle {
+    let mut tasks = Vec::with_capacity(workers.get());
+    let mut handles = Vec::with_capacity(workers.get());
+    for i in 0..workers.get() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(DriverError::Spawn)?;
+        let socket = std::net::UdpSocket::bind(worker_addr(config.bind, i)?).map_err(DriverError::Bind)?;
+        socket.set_nonblocking(true).map_err(DriverError::Bind)?;
+        let sock = socket2::SockRef::from(&socket);
+        // Best effort: smaller buffers only mean losses under bursts.
+        if let Err(e) = sock
+            .set_recv_buffer_size(SOCKET_BUFFER)
+            .and_then(|()| sock.set_send_buffer_size(SOCKET_BUFFER))
+        {
+            warn!(error = %e, "could not enlarge the SFU socket's buffers");
+        }
+        let public_addr = match config.public_addr {
+            Some(addr) => worker_addr(addr, i)?,
+            None => socket.local_addr().map_err(DriverError::Bind)?,
+        };
+        let sfu = Sfu::new(public_addr)?;
+        // Registered with the worker's own runtime, whose thread drives it.
+        let socket = {
+            let _entered = runtime.enter();
+            UdpSocket::from_std(socket).map_err(DriverError::Bind)?
+        };
+        let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let task = Task {
+            socket,
+            sfu,
+            recorded: recorded_tx.clone(),
+            recorder_dropped: recorder_dropped.clone(),
+            counters: counters.clone(),
+            blocked: None,
+            recorded_pending: Vec::with_capacity(RECORDED_BATCH),
+            recorded_since: None,
+        };
+        tasks.push((runtime, task, command_rx));
+        handles.push(Worker {
             commands,
             public_addr,
+        });
+    }
+    // Only once every socket is bound, so that a failed bind leaves no worker running; if a thread
+    // can't start, those already started stop as the handles are dropped here.
+    for (i, (runtime, task, command_rx)) in tasks.into_iter().enumerate() {
+        std::thread::Builder::new()
+            .name(format!("sfu-worker-{i}"))
+            .spawn(move || runtime.block_on(task.run(command_rx)))
+            .map_err(DriverError::Spawn)?;
+    }
+    Ok((
+        SfuHandle {
+            workers: handles.into(),
             recorder_dropped,
             counters,
         },
@@ -162,10 +219,27 @@ pub async fn start(config: DriverConfig) -> Result<(SfuHandle, mpsc::Receiver<Re
     ))
 }
 
+/// Worker `i`'s address: the port `i` after `first`'s, or any free port if `first`'s is 0.
+fn worker_addr(first: SocketAddr, i: usize) -> Result<SocketAddr, DriverError> {
+    if first.port() == 0 {
+        return Ok(first);
+    }
+    let port = u16::try_from(i)
+        .ok()
+        .and_then(|i| first.port().checked_add(i))
+        .ok_or(DriverError::PortRange(i))?;
+    Ok(SocketAddr::new(first.ip(), port))
+}
+
 impl SfuHandle {
-    /// The address announced to browsers.
+    /// The address the first worker announces to browsers; the others announce the ports after it.
     pub fn public_addr(&self) -> SocketAddr {
-        self.public_addr
+        self.workers[0].public_addr
+    }
+
+    /// The address each worker announces, in order.
+    pub fn public_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(|w| w.public_addr).collect()
     }
 
     /// Frames dropped because the recorder's channel was full. The call goes on regardless:
@@ -174,7 +248,7 @@ impl SfuHandle {
         self.recorder_dropped.load(Ordering::Relaxed)
     }
 
-    /// What has gone through the socket so far.
+    /// What has gone through the sockets so far.
     pub fn stats(&self) -> DriverStats {
         let c = &self.counters;
         DriverStats {
@@ -186,16 +260,18 @@ impl SfuHandle {
     }
 
     pub async fn open_room(&self, room: RoomId) -> Result<(), DriverError> {
-        Ok(self.ask(|reply| Command::OpenRoom(room, reply)).await??)
+        Ok(self.ask(room, |reply| Command::OpenRoom(room, reply)).await??)
     }
 
     pub async fn close_room(&self, room: RoomId) -> Result<bool, DriverError> {
-        self.ask(|reply| Command::CloseRoom(room, reply)).await
+        self.ask(room, |reply| Command::CloseRoom(room, reply)).await
     }
 
     /// See [`Sfu::join`]; takes the offer's SDP and returns the answer's.
     pub async fn join(&self, room: RoomId, who: Participant, offer: String) -> Result<String, DriverError> {
-        Ok(self.ask(|reply| Command::Join(room, who, offer, reply)).await??)
+        Ok(self
+            .ask(room, |reply| Command::Join(room, who, offer, reply))
+            .await??)
     }
 
     /// See [`Sfu::renegotiate`].
@@ -206,17 +282,28 @@ impl SfuHandle {
         offer: String,
     ) -> Result<String, DriverError> {
         Ok(self
-            .ask(|reply| Command::Renegotiate(room, participant, offer, reply))
+            .ask(room, |reply| {
+                Command::Renegotiate(room, participant, offer, reply)
+            })
             .await??)
     }
 
     pub async fn leave(&self, room: RoomId, participant: ParticipantId) -> Result<bool, DriverError> {
-        self.ask(|reply| Command::Leave(room, participant, reply)).await
+        self.ask(room, |reply| Command::Leave(room, participant, reply))
+            .await
     }
 
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DriverError> {
+    /// Asks the worker that owns `room`: a room lives on one worker, chosen by its id, so every
+    /// call of a room reaches the same `Sfu` without a shared table.
+    async fn ask<T>(
+        &self,
+        room: RoomId,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DriverError> {
+        let worker = (room.0.as_u128() % self.workers.len() as u128) as usize;
         let (reply, answer) = oneshot::channel();
-        self.commands
+        self.workers[worker]
+            .commands
             .send(command(reply))
             .await
             .map_err(|_| DriverError::Stopped)?;
@@ -232,6 +319,9 @@ struct Task {
     counters: Arc<Counters>,
     /// A datagram the socket refused for a full buffer, sent before anything after it.
     blocked: Option<Transmit>,
+    /// Recorded frames not yet handed over, in order, and when the first of them was taken.
+    recorded_pending: Vec<RecordedFrame>,
+    recorded_since: Option<Instant>,
 }
 
 impl Task {
@@ -243,15 +333,24 @@ impl Task {
                 .sfu
                 .next_timeout()
                 .unwrap_or_else(|| Instant::now() + IDLE_WAKE);
+            let deadline = match self.recorded_since {
+                Some(since) => deadline.min(since + RECORDED_DELAY),
+                None => deadline,
+            };
             tokio::select! {
                 readable = self.socket.readable() => match readable {
                     Ok(()) => self.receive_batch(&mut buf),
                     Err(e) => warn!(error = %e, "SFU socket failed"),
                 },
-                command = commands.recv() => match command {
-                    Some(command) => self.command(command),
-                    None => return,
-                },
+                command = commands.recv() => {
+                    // Frames received before a signaling step reach the recorder before its
+                    // effects do (a room closed, a participant gone).
+                    self.hand_over_recorded();
+                    match command {
+                        Some(command) => self.command(command),
+                        None => return,
+                    }
+                }
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
             // On a busy socket the select may pick datagrams over a timer that is also due.
@@ -337,6 +436,23 @@ impl Task {
         }
         self.counters.add(&counts);
         while let Some(frame) = self.sfu.poll_recorded() {
+            if self.recorded_pending.is_empty() {
+                self.recorded_since = Some(Instant::now());
+            }
+            self.recorded_pending.push(frame);
+        }
+        if self.recorded_pending.len() >= RECORDED_BATCH
+            || self
+                .recorded_since
+                .is_some_and(|since| since.elapsed() >= RECORDED_DELAY)
+        {
+            self.hand_over_recorded();
+        }
+    }
+
+    fn hand_over_recorded(&mut self) {
+        self.recorded_since = None;
+        for frame in self.recorded_pending.drain(..) {
             match self.recorded.try_send(frame) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -347,6 +463,45 @@ impl Task {
                 // Nobody records: the call goes on.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workers take the ports after the configured one, so a firewall opens one range; port 0 stays
+    /// "any free port" for each, and a range past the last port is refused rather than wrapped.
+    #[test]
+    fn workers_take_the_ports_after_the_first() {
+        let first: SocketAddr = "0.0.0.0:3478".parse().unwrap();
+        assert_eq!(worker_addr(first, 0).unwrap(), first);
+        assert_eq!(worker_addr(first, 3).unwrap(), "0.0.0.0:3481".parse().unwrap());
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(worker_addr(any, 5).unwrap(), any);
+        let last: SocketAddr = "127.0.0.1:65535".parse().unwrap();
+        assert!(matches!(worker_addr(last, 1), Err(DriverError::PortRange(1))));
+    }
+
+    /// Every worker announces its own socket, and a room's signaling always reaches the same one.
+    #[tokio::test]
+    async fn each_worker_announces_its_own_socket() {
+        let workers = NonZeroUsize::new(3).unwrap();
+        let (sfu, _recorded) = start_workers(DriverConfig::default(), workers).unwrap();
+        let addrs = sfu.public_addrs();
+        assert_eq!(addrs.len(), 3);
+        assert_eq!(sfu.public_addr(), addrs[0]);
+        let ports: std::collections::HashSet<_> = addrs.iter().map(SocketAddr::port).collect();
+        assert_eq!(ports.len(), 3, "{addrs:?}");
+        for n in 0..12u128 {
+            let room = RoomId(uuid::Uuid::from_u128(n));
+            sfu.open_room(room).await.unwrap();
+            assert!(matches!(
+                sfu.open_room(room).await,
+                Err(DriverError::Sfu(SfuError::RoomExists(r))) if r == room
+            ));
+            assert!(sfu.close_room(room).await.unwrap());
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! A [`Sfu`] holds rooms, one per consultation, each opened with its [`RoomId`]. A participant
 //! joins a room with an SDP offer and gets the answer; from then on every media frame it sends
-//! is written to the other participant of the same room and handed to the recorder as a
+//! is written to the other participants of the same room and handed to the recorder as a
 //! [`RecordedFrame`] that carries the room and the sender as they were fixed when the room was
 //! opened and the participant joined — the recorder never has to look either up.
 //!
@@ -12,11 +12,19 @@
 //! username on STUN and by the remote address otherwise. [`driver`] owns that socket, and
 //! [`recorder`] writes the recorded frames to each room's current recording segment.
 //!
-//! A room holds at most [`MAX_PARTICIPANTS`]: a consultation is a patient and a clinician, and
-//! each browser offers one audio and one video line that carries the other side's media back,
-//! so the SFU never has to start a negotiation itself. Either side switches between audio only
-//! and video by offering again ([`Sfu::renegotiate`]); a browser that lost its connection joins
-//! again, which replaces its old connection.
+//! A room holds at most [`MAX_PARTICIPANTS`]: a consultation's patient and clinician and at most
+//! one guest they invited (an interpreter, say). The SFU never starts a negotiation itself, so
+//! each browser offers, per kind, the lines it needs to receive everyone else: its own
+//! send-and-receive line and `MAX_PARTICIPANTS - 2` receive-only ones after it. Each participant
+//! has a seat in the room (by role when it is free: patient 0, clinician 1, guest 2), kept across
+//! reconnects and renegotiations; a receiver gets the others in slots, the other seats in order
+//! with its own left out, and slot n is the n-th open line of the kind it offered. So two
+//! senders never share a line, everyone stays on their line while others come and go, and a
+//! keyframe request on a line goes to the sender in its slot. A browser that offers one line
+//! per kind gets slot 0 only: enough for a call of a patient and a clinician.
+//!
+//! Anyone switches between audio only and video by offering again ([`Sfu::renegotiate`]); a
+//! browser that lost its connection joins again, which replaces its old connection.
 
 pub mod driver;
 pub mod recorder;
@@ -34,8 +42,8 @@ use uuid::Uuid;
 use crate::segment::Frame;
 use room::{Outputs, Room};
 
-/// A consultation has two people in it; a third join is refused (see the module docs).
-pub const MAX_PARTICIPANTS: usize = 2;
+/// A patient, a clinician and one invited guest; a fourth join is refused (see the module docs).
+pub const MAX_PARTICIPANTS: usize = 3;
 
 /// Names a room; the server uses the consultation's id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,6 +58,8 @@ pub struct ParticipantId(pub Uuid);
 pub enum Role {
     Patient,
     Clinician,
+    /// Someone a participant invited into the call, such as an interpreter.
+    Guest,
 }
 
 /// Who joined: fixed at join and copied into every frame the participant sends.

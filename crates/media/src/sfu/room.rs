@@ -9,7 +9,7 @@ use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::debug;
 
-use super::{MAX_PARTICIPANTS, Participant, ParticipantId, RecordedFrame, RoomId, SfuError, Transmit};
+use super::{MAX_PARTICIPANTS, Participant, ParticipantId, RecordedFrame, Role, RoomId, SfuError, Transmit};
 use crate::segment::{Frame, Track};
 
 /// Loss comes in bursts; one keyframe request per burst is enough.
@@ -26,29 +26,38 @@ pub(super) struct Room {
     id: RoomId,
     opened_at: Instant,
     peers: Vec<Peer>,
+    /// Who holds each seat. A seat is kept across reconnects and renegotiations, and while a lost
+    /// connection has not joined again, so that everyone else's lines for that participant stay
+    /// where they were; it is freed by leaving, or taken over when a newcomer needs it.
+    seats: [Option<ParticipantId>; MAX_PARTICIPANTS],
 }
 
 /// One participant's connection.
 struct Peer {
     who: Participant,
+    seat: usize,
     rtc: Rtc,
     timeout: Instant,
-    /// The browser's media lines in the order they appeared: the other side's frames go to the
-    /// first open one of their kind.
+    /// The browser's media lines in the order they appeared. Of the open lines of a kind that the
+    /// SFU may send on, the n-th carries the participant in this receiver's slot n.
     mids: Vec<(Mid, MediaKind)>,
     last_loss_keyframe_request: Option<Instant>,
 }
 
 /// Something one connection's output asks of the others in the room.
 enum Work {
-    /// A frame to write to everyone in the room but its sender.
+    /// A frame to write to everyone in the room but its sender, each on the line of their
+    /// slot for the sender's seat.
     Forward {
         from: ParticipantId,
+        seat: usize,
         data: Box<MediaData>,
     },
-    /// `receiver` needs a keyframe from everyone else's video.
+    /// `receiver` needs a keyframe of the video on its line `line`, or of everyone else's video
+    /// when `None`.
     Keyframe {
         receiver: ParticipantId,
+        line: Option<Mid>,
         kind: KeyframeRequestKind,
     },
 }
@@ -69,6 +78,7 @@ impl Room {
             id,
             opened_at: now,
             peers: Vec::new(),
+            seats: [None; MAX_PARTICIPANTS],
         }
     }
 
@@ -106,6 +116,7 @@ impl Room {
         if existing.is_none() && self.peers.len() >= MAX_PARTICIPANTS {
             return Err(SfuError::RoomFull(self.id));
         }
+        let seat = self.seat_for(who).ok_or(SfuError::RoomFull(self.id))?;
         let rtc = Rtc::builder()
             .set_ice_lite(true)
             // The recorder stores Opus and VP8 as they come; nothing else is negotiated.
@@ -115,6 +126,7 @@ impl Room {
             .build(now);
         let mut peer = Peer {
             who,
+            seat,
             rtc,
             timeout: now,
             mids: Vec::new(),
@@ -135,6 +147,7 @@ impl Room {
             Some(i) => self.peers[i] = peer,
             None => self.peers.push(peer),
         }
+        self.seats[seat] = Some(who.id);
         self.settle(drain);
         Ok(answer.to_sdp_string())
     }
@@ -166,7 +179,30 @@ impl Room {
     pub fn leave(&mut self, participant: ParticipantId) -> bool {
         let before = self.peers.len();
         self.peers.retain(|p| p.who.id != participant);
+        for seat in self.seats.iter_mut().filter(|s| **s == Some(participant)) {
+            *seat = None;
+        }
         self.peers.len() != before
+    }
+
+    /// The seat `who` joins in: the one they hold already (a reconnect), else their role's own if
+    /// it is free, else the first free one, else the first held by someone whose connection was
+    /// lost. Seats by role make a page's lines predictable: a patient and a clinician see each
+    /// other in slot 0, and the guest in slot 1. `None` only when the room is full.
+    fn seat_for(&self, who: Participant) -> Option<usize> {
+        if let Some(seat) = self.seats.iter().position(|s| *s == Some(who.id)) {
+            return Some(seat);
+        }
+        let preferred = match who.role {
+            Role::Patient => 0,
+            Role::Clinician => 1,
+            Role::Guest => 2,
+        };
+        let order = || std::iter::once(preferred).chain(0..MAX_PARTICIPANTS);
+        let holder = |s: usize| self.seats.get(s).copied();
+        order()
+            .find(|&s| holder(s) == Some(None))
+            .or_else(|| order().find(|&s| holder(s).flatten().is_some_and(|id| !self.contains(id))))
     }
 
     pub fn handle_input(
@@ -216,14 +252,29 @@ impl Room {
     fn settle(&mut self, mut drain: Drain) {
         while let Some(work) = drain.work.pop_front() {
             match work {
-                Work::Forward { from, data } => {
+                Work::Forward { from, seat, data } => {
                     for peer in self.peers.iter_mut().filter(|p| p.who.id != from) {
-                        peer.write(&data);
+                        peer.write(&data, slot(peer.seat, seat));
                         peer.drain(&mut drain);
                     }
                 }
-                Work::Keyframe { receiver, kind } => {
-                    for peer in self.peers.iter_mut().filter(|p| p.who.id != receiver) {
+                Work::Keyframe { receiver, line, kind } => {
+                    let Some(r) = self.peers.iter().find(|p| p.who.id == receiver) else {
+                        continue;
+                    };
+                    // A request on a line goes to the sender in that line's slot only.
+                    let sender = match line {
+                        Some(mid) => match r.slot_of(mid) {
+                            Some(slot) => Some(seat_in(r.seat, slot)),
+                            None => continue,
+                        },
+                        None => None,
+                    };
+                    let senders = self
+                        .peers
+                        .iter_mut()
+                        .filter(|p| p.who.id != receiver && sender.is_none_or(|s| p.seat == s));
+                    for peer in senders {
                         peer.request_keyframe(kind);
                         peer.drain(&mut drain);
                     }
@@ -271,6 +322,7 @@ impl Peer {
             Event::Connected => {
                 d.work.push_back(Work::Keyframe {
                     receiver,
+                    line: None,
                     kind: KeyframeRequestKind::Pli,
                 });
             }
@@ -285,6 +337,7 @@ impl Peer {
                     // Video switched on mid-call: show the other side at once.
                     d.work.push_back(Work::Keyframe {
                         receiver,
+                        line: None,
                         kind: KeyframeRequestKind::Pli,
                     });
                 }
@@ -297,6 +350,7 @@ impl Peer {
                 if video && changed.direction.is_sending() && self.rtc.is_connected() {
                     d.work.push_back(Work::Keyframe {
                         receiver,
+                        line: None,
                         kind: KeyframeRequestKind::Pli,
                     });
                 }
@@ -304,6 +358,7 @@ impl Peer {
             Event::KeyframeRequest(req) => {
                 d.work.push_back(Work::Keyframe {
                     receiver,
+                    line: Some(req.mid),
                     kind: req.kind,
                 });
             }
@@ -329,6 +384,7 @@ impl Peer {
                 });
                 d.work.push_back(Work::Forward {
                     from: self.who.id,
+                    seat: self.seat,
                     data: Box::new(data),
                 });
             }
@@ -336,10 +392,11 @@ impl Peer {
         }
     }
 
-    /// Writes another participant's frame to this browser, on the first line of its kind that
-    /// the SFU may send on. Nothing is written before the connection is up: str0m would queue
-    /// it, and a browser that never connects would fill the queue.
-    fn write(&mut self, data: &MediaData) {
+    /// Writes another participant's frame to this browser, on the line of its kind for `slot`;
+    /// a browser that offered fewer lines does not get it. Nothing is written before the
+    /// connection is up: str0m would queue it, and a browser that never connects would fill
+    /// the queue.
+    fn write(&mut self, data: &MediaData, slot: usize) {
         if !self.rtc.is_connected() {
             return;
         }
@@ -348,7 +405,7 @@ impl Peer {
         } else {
             MediaKind::Video
         };
-        let Some(mid) = self.open_mid(kind, |m| m.direction().is_sending()) else {
+        let Some(mid) = self.sending_lines(kind).nth(slot) else {
             return;
         };
         let Some(writer) = self.rtc.writer(mid) else {
@@ -364,7 +421,10 @@ impl Peer {
 
     /// Asks this browser for a keyframe of the video it sends, if it sends any.
     fn request_keyframe(&mut self, kind: KeyframeRequestKind) {
-        let Some(mid) = self.open_mid(MediaKind::Video, |m| m.direction().is_receiving()) else {
+        let Some(mid) = self
+            .open_mids(MediaKind::Video, |m| m.direction().is_receiving())
+            .next()
+        else {
             return;
         };
         if let Some(mut writer) = self.rtc.writer(mid) {
@@ -384,15 +444,40 @@ impl Peer {
         self.request_keyframe(KeyframeRequestKind::Pli);
     }
 
-    fn open_mid(&self, kind: MediaKind, direction: impl Fn(&str0m::media::Media) -> bool) -> Option<Mid> {
+    /// The slot of the other participant whose video this browser receives on `mid`.
+    fn slot_of(&self, mid: Mid) -> Option<usize> {
+        self.sending_lines(MediaKind::Video).position(|m| m == mid)
+    }
+
+    /// The open lines of `kind` the SFU may send on, in the order they appeared: slot 0, 1, …
+    fn sending_lines(&self, kind: MediaKind) -> impl Iterator<Item = Mid> + '_ {
+        self.open_mids(kind, |m| m.direction().is_sending())
+    }
+
+    fn open_mids<'a>(
+        &'a self,
+        kind: MediaKind,
+        direction: impl Fn(&str0m::media::Media) -> bool + 'a,
+    ) -> impl Iterator<Item = Mid> + 'a {
         self.mids
             .iter()
-            .filter(|(_, k)| *k == kind)
+            .filter(move |(_, k)| *k == kind)
             .map(|(mid, _)| *mid)
-            .find(|mid| {
+            .filter(move |mid| {
                 self.rtc
                     .media(*mid)
                     .is_some_and(|m| !m.disabled() && direction(m))
             })
     }
+}
+
+/// Where receiver `receiver`'s browser gets the participant in seat `sender`: the other seats
+/// in order, its own left out, so a slot stays put whoever else comes and goes.
+fn slot(receiver: usize, sender: usize) -> usize {
+    if sender > receiver { sender - 1 } else { sender }
+}
+
+/// The seat whose media receiver `receiver` gets in `slot`; the inverse of [`slot`].
+fn seat_in(receiver: usize, slot: usize) -> usize {
+    if slot >= receiver { slot + 1 } else { slot }
 }

@@ -1,21 +1,21 @@
 //! Signaling for a consultation's video call: join with an SDP offer, switch between audio only and
-//! video, leave. Only the consultation's patient and clinician get past the gate; for everyone else, and
-//! for an appointment whose consultation has not started, the answer is the same 404.
+//! video, leave. Only the consultation's patient and clinician, and the guests its clinician invited, get
+//! past the gate; for everyone else, and for an appointment whose consultation has not started, the
+//! answer is the same 404. A guest may not switch the call's mode.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use confide_domain::AppointmentId;
 use confide_domain::audit::{AuditEvent, Outcome};
-use confide_domain::consultation::{ConsentDecision, ConsultationMode};
+use confide_domain::consultation::{ConsentDecision, ConsultationError, ConsultationMode};
 use confide_domain::policy::actions::JoinConsultation;
-use confide_domain::policy::{Action, Grant};
+use confide_domain::policy::{Actor, CallGrant, ConsultationGrant};
 use confide_store::CallFacts;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::{Caller, Session};
+use crate::api::guests::{InCall, call_grant, guest_event};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::gate::RequestId;
@@ -62,33 +62,22 @@ pub struct CallAnswer {
 /// exist, or whose consultation has not started, is recorded and answered as a denial is.
 async fn join_grant(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     request: &RequestId,
-) -> Result<Grant<JoinConsultation>, ApiError> {
-    let appointment = AppointmentId::from_uuid(id);
-    let found = state.store.consultation_ref(appointment).await?;
-    let on = state
-        .found(
-            found,
-            session,
-            Action::JoinConsultation,
-            || format!("appointment:{appointment}"),
-            request,
-        )
-        .await?;
-    state.authorize::<JoinConsultation>(session, on, request).await
+) -> Result<CallGrant<JoinConsultation>, ApiError> {
+    call_grant::<JoinConsultation>(state, who, id, request).await
 }
 
-/// The consultation's call as its patient or clinician may see it, for the call page: the gate is asked
-/// as for joining, so nobody else gets this far.
+/// The consultation's call as someone in it may see it, for the call page: the gate is asked as for
+/// joining, so nobody else gets this far.
 pub async fn facts(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     request: &RequestId,
 ) -> Result<CallFacts, ApiError> {
-    let grant = join_grant(state, session, id, request).await?;
+    let grant = join_grant(state, who, id, request).await?;
     state
         .store
         .consultation_call(&grant)
@@ -99,17 +88,20 @@ pub async fn facts(
 /// Records what the call did, beside the gate's record of it being allowed.
 async fn record_step(
     state: &AppState,
-    session: &Session,
-    grant: &Grant<JoinConsultation>,
+    who: &InCall,
+    grant: &CallGrant<JoinConsultation>,
     action: &str,
     detail: &str,
     request: &RequestId,
 ) -> Result<(), ApiError> {
     let c = grant.consultation();
-    let event = AuditEvent {
-        resource: format!("consultation:{}", c.id),
-        subject_patient: Some(c.patient.patient),
-        ..state.event(Some(session), action, Outcome::Allowed, detail, request)
+    let event = match grant.actor() {
+        Actor::Guest(guest) => guest_event(state, guest, action, Outcome::Allowed, detail, c, request),
+        Actor::User(_) => AuditEvent {
+            resource: format!("consultation:{}", c.id),
+            subject_patient: Some(c.patient.patient),
+            ..state.event(who.session(), action, Outcome::Allowed, detail, request)
+        },
     };
     state.record(event).await?;
     Ok(())
@@ -124,15 +116,21 @@ enum Step {
 
 async fn negotiate(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     req: CallRequest,
     request: &RequestId,
     step: Step,
 ) -> Result<CallAnswer, ApiError> {
-    let grant = join_grant(state, session, id, request).await?;
+    let grant = join_grant(state, who, id, request).await?;
+    // The domain's rule: the call's mode is the patient's and the clinician's to choose.
+    if let (Step::SwitchMode, Actor::Guest(_)) = (step, grant.actor()) {
+        return Err(ApiError::InvalidState(
+            ConsultationError::GuestMayNotSwitch.to_string(),
+        ));
+    }
     if let Some(decision) = req.consent {
-        crate::api::consultation_records::record_consent(state, session, id, decision, request).await?;
+        crate::api::consultation_records::record_consent(state, who, id, decision, request).await?;
     }
     let mode = ConsultationMode::from(req.mode);
     let now_ms = state.clock.now_ms();
@@ -152,18 +150,18 @@ async fn negotiate(
             "consultation.mode_switched",
         ),
     };
-    record_step(state, session, &grant, action, mode.as_str(), request).await?;
+    record_step(state, who, &grant, action, mode.as_str(), request).await?;
     Ok(CallAnswer { sdp: answer.sdp })
 }
 
 pub async fn join(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     req: CallRequest,
     request: &RequestId,
 ) -> Result<CallAnswer, ApiError> {
-    negotiate(state, session, id, req, request, Step::Join).await
+    negotiate(state, who, id, req, request, Step::Join).await
 }
 
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/call", tag = "calls", params(("id" = Uuid, Path)),
@@ -174,24 +172,22 @@ pub async fn join(
               (status = 409, description = "The consultation has ended", body = ErrorBody)))]
 pub async fn join_handler(
     State(state): State<AppState>,
-    caller: Caller,
+    who: InCall,
     request: RequestId,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<CallRequest>,
 ) -> Result<axum::Json<CallAnswer>, ApiError> {
-    Ok(axum::Json(
-        join(&state, caller.session()?, id, req, &request).await?,
-    ))
+    Ok(axum::Json(join(&state, &who, id, req, &request).await?))
 }
 
 pub async fn switch_mode(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     req: CallRequest,
     request: &RequestId,
 ) -> Result<CallAnswer, ApiError> {
-    negotiate(state, session, id, req, request, Step::SwitchMode).await
+    negotiate(state, who, id, req, request, Step::SwitchMode).await
 }
 
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/call/mode", tag = "calls", params(("id" = Uuid, Path)),
@@ -199,28 +195,21 @@ pub async fn switch_mode(
     responses((status = 200, description = "Renegotiated; a change of mode starts a new recording segment", body = CallAnswer),
               (status = 400, description = "Not a usable offer", body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody),
-              (status = 409, description = "Not in the call, or the consultation has ended", body = ErrorBody)))]
+              (status = 409, description = "Not in the call, the consultation has ended, or the caller is a guest (guests may not switch the mode)", body = ErrorBody)))]
 pub async fn mode_handler(
     State(state): State<AppState>,
-    caller: Caller,
+    who: InCall,
     request: RequestId,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<CallRequest>,
 ) -> Result<axum::Json<CallAnswer>, ApiError> {
-    Ok(axum::Json(
-        switch_mode(&state, caller.session()?, id, req, &request).await?,
-    ))
+    Ok(axum::Json(switch_mode(&state, &who, id, req, &request).await?))
 }
 
-pub async fn leave(
-    state: &AppState,
-    session: &Session,
-    id: Uuid,
-    request: &RequestId,
-) -> Result<(), ApiError> {
-    let grant = join_grant(state, session, id, request).await?;
+pub async fn leave(state: &AppState, who: &InCall, id: Uuid, request: &RequestId) -> Result<(), ApiError> {
+    let grant = join_grant(state, who, id, request).await?;
     state.calls.leave(&grant).await?;
-    record_step(state, session, &grant, "consultation.left", "left", request).await
+    record_step(state, who, &grant, "consultation.left", "left", request).await
 }
 
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/call/leave", tag = "calls", params(("id" = Uuid, Path)),
@@ -228,10 +217,10 @@ pub async fn leave(
               (status = 404, body = ErrorBody)))]
 pub async fn leave_handler(
     State(state): State<AppState>,
-    caller: Caller,
+    who: InCall,
     request: RequestId,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    leave(&state, caller.session()?, id, &request).await?;
+    leave(&state, &who, id, &request).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,8 @@
-//! What a consultation keeps beside its media, for its patient and clinician only: each one's consent to
-//! being recorded (given on joining, withdrawn or given again during the call) and the call's chat. Every
-//! request is decided by the gate on the consultation, so anyone else, and any appointment whose
-//! consultation has not started, gets the same recorded 404.
+//! What a consultation keeps beside its media, for the people in its call only (its patient, its
+//! clinician and the guests its clinician invited): each one's consent to being recorded (given on
+//! joining, withdrawn or given again during the call) and the call's chat. Every request is decided by
+//! the gate on the consultation, so anyone else, and any appointment whose consultation has not started,
+//! gets the same recorded 404.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,8 +14,7 @@ use confide_domain::audit::{AuditEvent, Outcome};
 use confide_domain::consultation::ConsentDecision;
 use confide_domain::ids::ConsultationId;
 use confide_domain::policy::actions::{PostChatMessage, ReadCallRecord, RecordConsent};
-use confide_domain::policy::{ConsultationRef, Grant, GuardedAction};
-use confide_domain::{AppointmentId, UserId};
+use confide_domain::policy::{Actor, CallGrant, ConsultationGrant, ConsultationRef, GuardedAction};
 use confide_store::{ChatMessage, ConsentEntry, MAX_MESSAGE_CHARS};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::{Caller, Session};
+use crate::api::guests::{InCall, call_grant, guest_event};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::gate::RequestId;
@@ -43,22 +43,11 @@ pub struct ChatPosted {
 /// whose consultation has not started, is recorded and answered as a denial is.
 async fn grant<A: GuardedAction<On = ConsultationRef>>(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     request: &RequestId,
-) -> Result<Grant<A>, ApiError> {
-    let appointment = AppointmentId::from_uuid(id);
-    let found = state.store.consultation_ref(appointment).await?;
-    let on = state
-        .found(
-            found,
-            session,
-            A::ACTION,
-            || format!("appointment:{appointment}"),
-            request,
-        )
-        .await?;
-    state.authorize::<A>(session, on, request).await
+) -> Result<CallGrant<A>, ApiError> {
+    call_grant::<A>(state, who, id, request).await
 }
 
 /// Who someone is in the consultation.
@@ -67,13 +56,24 @@ async fn grant<A: GuardedAction<On = ConsultationRef>>(
 pub enum ParticipantRole {
     Patient,
     Clinician,
+    Guest,
 }
 
-fn role_in(c: &ConsultationRef, user: UserId) -> ParticipantRole {
-    if user == c.clinician {
-        ParticipantRole::Clinician
-    } else {
-        ParticipantRole::Patient
+impl ParticipantRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            ParticipantRole::Patient => "patient",
+            ParticipantRole::Clinician => "clinician",
+            ParticipantRole::Guest => "guest",
+        }
+    }
+}
+
+fn role_in(c: &ConsultationRef, actor: Actor) -> ParticipantRole {
+    match actor {
+        Actor::User(user) if user == c.clinician => ParticipantRole::Clinician,
+        Actor::User(_) => ParticipantRole::Patient,
+        Actor::Guest(_) => ParticipantRole::Guest,
     }
 }
 
@@ -125,12 +125,12 @@ fn consent_view(c: &ConsultationRef, e: &ConsentEntry) -> ConsentView {
 /// endpoint and by joining with an answer.
 pub async fn record_consent(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     decision: ConsentDecision,
     request: &RequestId,
 ) -> Result<ConsentAnswer, ApiError> {
-    let grant = grant::<RecordConsent>(state, session, id, request).await?;
+    let grant = grant::<RecordConsent>(state, who, id, request).await?;
     let at = state.clock.now();
     let entry = state
         .calls
@@ -142,19 +142,14 @@ pub async fn record_consent(
             ConsentDecision::Given => "consultation.consent_given",
             ConsentDecision::Withdrawn => "consultation.consent_withdrawn",
         };
-        let event = AuditEvent {
-            resource: format!("consultation:{}", c.id),
-            subject_patient: Some(c.patient.patient),
-            ..state.event(
-                Some(session),
-                action,
-                Outcome::Allowed,
-                match role_in(c, session.account().id) {
-                    ParticipantRole::Patient => "patient",
-                    ParticipantRole::Clinician => "clinician",
-                },
-                request,
-            )
+        let role = role_in(c, grant.actor()).as_str();
+        let event = match grant.actor() {
+            Actor::Guest(guest) => guest_event(state, guest, action, Outcome::Allowed, role, c, request),
+            Actor::User(_) => AuditEvent {
+                resource: format!("consultation:{}", c.id),
+                subject_patient: Some(c.patient.patient),
+                ..state.event(who.session(), action, Outcome::Allowed, role, request)
+            },
         };
         state.record(event).await?;
     }
@@ -172,23 +167,23 @@ pub async fn record_consent(
               (status = 409, description = "The consultation has ended", body = ErrorBody)))]
 pub async fn consent_handler(
     State(state): State<AppState>,
-    caller: Caller,
+    who: InCall,
     request: RequestId,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ConsentRequest>,
 ) -> Result<axum::Json<ConsentAnswer>, ApiError> {
     Ok(axum::Json(
-        record_consent(&state, caller.session()?, id, req.decision, &request).await?,
+        record_consent(&state, &who, id, req.decision, &request).await?,
     ))
 }
 
 pub async fn consent_log(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     request: &RequestId,
 ) -> Result<ConsentLog, ApiError> {
-    let grant = grant::<ReadCallRecord>(state, session, id, request).await?;
+    let grant = grant::<ReadCallRecord>(state, who, id, request).await?;
     let entries = state.store.consent_log(&grant).await?;
     let c = grant.consultation();
     Ok(ConsentLog {
@@ -201,13 +196,11 @@ pub async fn consent_log(
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn consent_log_handler(
     State(state): State<AppState>,
-    caller: Caller,
+    who: InCall,
     request: RequestId,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<ConsentLog>, ApiError> {
-    Ok(axum::Json(
-        consent_log(&state, caller.session()?, id, &request).await?,
-    ))
+    Ok(axum::Json(consent_log(&state, &who, id, &request).await?))
 }
 
 #[derive(Deserialize, ToSchema, Clone, Debug)]
@@ -247,7 +240,7 @@ pub struct MessagesQuery {
 
 pub async fn post_message(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     body: String,
     request: &RequestId,
@@ -265,7 +258,7 @@ pub async fn post_message(
             format!("A message can be at most {MAX_MESSAGE_CHARS} characters; this one has {chars}."),
         ));
     }
-    let grant = grant::<PostChatMessage>(state, session, id, request).await?;
+    let grant = grant::<PostChatMessage>(state, who, id, request).await?;
     let message = state.store.post_message(&grant, &body, state.clock.now()).await?;
     let c = grant.consultation();
     // Nobody may be listening; the message is kept either way.
@@ -284,23 +277,23 @@ pub async fn post_message(
               (status = 409, description = "The consultation has ended", body = ErrorBody)))]
 pub async fn post_message_handler(
     State(state): State<AppState>,
-    caller: Caller,
+    who: InCall,
     request: RequestId,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<MessageRequest>,
 ) -> Result<(StatusCode, axum::Json<MessageView>), ApiError> {
-    let view = post_message(&state, caller.session()?, id, req.body, &request).await?;
+    let view = post_message(&state, &who, id, req.body, &request).await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
 pub async fn messages(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     after: i64,
     request: &RequestId,
 ) -> Result<Vec<MessageView>, ApiError> {
-    let grant = grant::<ReadCallRecord>(state, session, id, request).await?;
+    let grant = grant::<ReadCallRecord>(state, who, id, request).await?;
     let list = state.store.messages(&grant, after, PAGE).await?;
     let c = grant.consultation();
     Ok(list.iter().map(|m| message_view(c, m)).collect())
@@ -311,13 +304,13 @@ pub async fn messages(
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn messages_handler(
     State(state): State<AppState>,
-    caller: Caller,
+    who: InCall,
     request: RequestId,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<axum::Json<Vec<MessageView>>, ApiError> {
     Ok(axum::Json(
-        messages(&state, caller.session()?, id, query.after.unwrap_or(0), &request).await?,
+        messages(&state, &who, id, query.after.unwrap_or(0), &request).await?,
     ))
 }
 
@@ -330,12 +323,12 @@ fn message_event(c: &ConsultationRef, m: &ChatMessage) -> Event {
 /// audited read of the consultation's record opens it.
 pub async fn message_events(
     state: &AppState,
-    session: &Session,
+    who: &InCall,
     id: Uuid,
     after: i64,
     request: &RequestId,
 ) -> Result<impl Stream<Item = Result<Event, Infallible>> + use<>, ApiError> {
-    let grant = grant::<ReadCallRecord>(state, session, id, request).await?;
+    let grant = grant::<ReadCallRecord>(state, who, id, request).await?;
     // Subscribed before reading, so that a message kept in between arrives once: by its position.
     let mut posted = state.chat.subscribe();
     let mut sent = after;
@@ -400,11 +393,11 @@ pub async fn message_events(
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn message_events_handler(
     State(state): State<AppState>,
-    caller: Caller,
+    who: InCall,
     request: RequestId,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let stream = message_events(&state, caller.session()?, id, query.after.unwrap_or(0), &request).await?;
+    let stream = message_events(&state, &who, id, query.after.unwrap_or(0), &request).await?;
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

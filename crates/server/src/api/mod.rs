@@ -5,6 +5,7 @@ pub mod auth;
 pub mod availability;
 pub mod calls;
 pub mod consultation_records;
+pub mod guests;
 pub mod patients;
 pub mod practices;
 pub mod recordings;
@@ -79,9 +80,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
             consultation_records::messages_handler
         ))
         .routes(routes!(consultation_records::message_events_handler))
+        .routes(routes!(guests::invite_handler, guests::list_handler))
+        .routes(routes!(guests::revoke_handler))
         .routes(routes!(recordings::list_handler))
         .routes(routes!(recordings::get_handler))
         .routes(routes!(recordings::media_handler))
+        .routes(routes!(recordings::participant_media_handler))
         .routes(routes!(recordings::playback_handler))
         .routes(routes!(recordings::break_glass_handler))
         .routes(routes!(recordings::retention_handler))

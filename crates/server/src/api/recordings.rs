@@ -1,5 +1,6 @@
-//! Recordings after the call: the caller's list, one recording, its media with HTTP ranges, playback
-//! tickets, break-glass, and the practice's retention and replay settings. Everything goes through the
+//! Recordings after the call: the caller's list, one recording, its media with HTTP ranges (the
+//! recording's own copy, with everyone's tracks, and each participant's, which a browser plays whole),
+//! playback tickets, break-glass, and the practice's retention and replay settings. Everything goes through the
 //! gate; a recording the caller may not see answers 404, exactly like one that does not exist.
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use confide_domain::policy::actions::{
 };
 use confide_domain::policy::{Action, Grant, PracticeRef, RecordingRef};
 use confide_domain::{PracticeId, RecordingId};
-use confide_store::{RecordingStatus, RecordingSummary};
+use confide_store::{RecordingCopy, RecordingStatus, RecordingSummary};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -38,6 +39,9 @@ pub struct ParticipantView {
     pub name: String,
     /// `patient` or `clinician`.
     pub role: &'static str,
+    /// Where this participant's own copy is (their audio and video only), once it is ready; absent for
+    /// one who never joined the call.
+    pub media_url: Option<String>,
 }
 
 #[derive(Serialize, ToSchema, Clone, Debug)]
@@ -56,13 +60,20 @@ pub struct RecordingView {
     pub participants: Vec<ParticipantView>,
     /// The modes the call was in: `video`, `audio_only`.
     pub modes: Vec<&'static str>,
-    /// Where the media is, once it is ready.
+    /// Where the recording's own copy is, once it is ready: every participant's tracks in one file, for
+    /// export and desktop players (a browser plays only its first audio track).
     pub media_url: Option<String>,
 }
 
 impl From<RecordingSummary> for RecordingView {
     fn from(r: RecordingSummary) -> Self {
         let modes = r.modes().into_iter().map(|m| m.as_str()).collect();
+        let ready = r.status == RecordingStatus::Ready;
+        let media = |participant: confide_domain::UserId| {
+            let copy = r.copies.iter().find(|c| c.participant == participant.as_uuid());
+            copy.filter(|_| ready)
+                .map(|c| participant_media_path(r.id, c.participant))
+        };
         RecordingView {
             id: r.id.as_uuid(),
             consultation_id: r.consultation.as_uuid(),
@@ -77,21 +88,27 @@ impl From<RecordingSummary> for RecordingView {
                     id: r.patient.as_uuid(),
                     name: r.patient_name,
                     role: "patient",
+                    media_url: media(r.patient),
                 },
                 ParticipantView {
                     id: r.clinician.as_uuid(),
                     name: r.clinician_name,
                     role: "clinician",
+                    media_url: media(r.clinician),
                 },
             ],
             modes,
-            media_url: (r.status == RecordingStatus::Ready).then(|| media_path(r.id)),
+            media_url: ready.then(|| media_path(r.id)),
         }
     }
 }
 
 pub fn media_path(id: RecordingId) -> String {
     format!("/api/v1/recordings/{id}/media")
+}
+
+pub fn participant_media_path(id: RecordingId, participant: Uuid) -> String {
+    format!("/api/v1/recordings/{id}/media/{participant}")
 }
 
 /// The caller's recordings: a patient's own, a clinician's of the consultations they ran.
@@ -192,9 +209,17 @@ pub async fn get_handler(
     Ok(axum::Json(get(&state, caller.session()?, id, &request).await?))
 }
 
-/// The recording's playback copy, opened, for a grant to play it: refused while replay is off (for the
+/// What a grant to play a recording can open: its keys and copies. Refused while replay is off (for the
 /// practice or everywhere) and while there is no copy.
-async fn open(state: &AppState, grant: &Grant<PlayRecording>) -> Result<OpenCopy, ApiError> {
+struct Playable {
+    wrapped: String,
+    sealed: String,
+    object: String,
+    len: i64,
+    copies: Vec<RecordingCopy>,
+}
+
+async fn playable(state: &AppState, grant: &Grant<PlayRecording>) -> Result<Playable, ApiError> {
     let facts = state
         .store
         .recording_playback(grant)
@@ -215,13 +240,38 @@ async fn open(state: &AppState, grant: &Grant<PlayRecording>) -> Result<OpenCopy
     if facts.status != RecordingStatus::Ready {
         return Err(ApiError::RecordingNotPlayable(facts.status.as_str()));
     }
+    Ok(Playable {
+        wrapped,
+        sealed,
+        object,
+        len,
+        copies: facts.copies,
+    })
+}
+
+/// Opens the recording's own copy, or `participant`'s; a participant without a copy is not found.
+fn open(
+    state: &AppState,
+    grant: &Grant<PlayRecording>,
+    playable: &Playable,
+    participant: Option<Uuid>,
+) -> Result<OpenCopy, ApiError> {
+    let (object, len) = match participant {
+        None => (&playable.object, playable.len),
+        Some(participant) => playable
+            .copies
+            .iter()
+            .find(|c| c.participant == participant)
+            .map(|c| (&c.object, c.len))
+            .ok_or(ApiError::NotFound)?,
+    };
     state
         .recordings
         .open_copy(
             grant.recording().id,
-            &wrapped,
-            &sealed,
-            &object,
+            &playable.wrapped,
+            &playable.sealed,
+            object,
             u64::try_from(len).map_err(|_| ApiError::Unavailable("stored length".into()))?,
         )
         .map_err(|e| ApiError::Unavailable(e.to_string()))
@@ -240,10 +290,25 @@ async fn play_grant(
 
 #[derive(Serialize, ToSchema, Clone, Debug)]
 pub struct PlaybackTicket {
-    /// The media URL with the ticket: range requests to it are one play session, audited once.
+    /// The recording's own copy (everyone's tracks) with the ticket: range requests to it, and to the
+    /// participants' URLs, are one play session, audited once.
     pub media_url: String,
+    /// Each participant's own copy with the ticket, to play side by side: a browser plays only the first
+    /// audio track of a file.
+    pub participants: Vec<ParticipantMedia>,
     /// Milliseconds since the Unix epoch.
     pub expires_at: i64,
+}
+
+#[derive(Serialize, ToSchema, Clone, Debug)]
+pub struct ParticipantMedia {
+    pub participant_id: Uuid,
+    /// Their audio and video, with the ticket.
+    pub media_url: String,
+    /// Where this copy's 0 is, in ms after the start of the recording's own copy: play it this much later
+    /// to keep the participants in step.
+    pub offset_ms: i64,
+    pub duration_ms: i64,
 }
 
 /// Opens a play session: the gate is asked and the access audited here, once; the ticket then carries
@@ -255,14 +320,29 @@ pub async fn playback(
     request: &RequestId,
 ) -> Result<PlaybackTicket, ApiError> {
     let grant = play_grant(state, session, id, request).await?;
-    open(state, &grant).await?;
+    let playable = playable(state, &grant).await?;
+    open(state, &grant, &playable, None)?;
     let now = state.clock.now_ms();
     // A colleague's ticket lasts no longer than the glass they broke.
     let until = (grant.reason() == confide_domain::policy::Reason::BreakGlass).then(|| now + BREAK_GLASS_MS);
     let recording = grant.recording().id;
     let (token, expires_at) = state.recordings.issue_ticket(grant, now, until);
+    let participants = playable
+        .copies
+        .iter()
+        .map(|c| ParticipantMedia {
+            participant_id: c.participant,
+            media_url: format!(
+                "{}?ticket={token}",
+                participant_media_path(recording, c.participant)
+            ),
+            offset_ms: c.offset_ms,
+            duration_ms: c.duration_ms,
+        })
+        .collect();
     Ok(PlaybackTicket {
         media_url: format!("{}?ticket={token}", media_path(recording)),
+        participants,
         expires_at,
     })
 }
@@ -336,10 +416,12 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeAsk {
     RangeAsk::Part { start, end }
 }
 
+/// Serves the recording's own copy, or `participant`'s, with ranges.
 pub async fn media(
     state: &AppState,
     session: &Session,
     id: Uuid,
+    participant: Option<Uuid>,
     ticket: Option<&str>,
     headers: &HeaderMap,
     request: &RequestId,
@@ -350,10 +432,11 @@ pub async fn media(
             .recordings
             .ticket(t, session.account().id, recording, state.clock.now_ms())
     });
-    let copy = match ticketed {
-        Some(grant) => open(state, &grant).await?,
-        None => open(state, &play_grant(state, session, id, request).await?).await?,
+    let grant = match ticketed {
+        Some(grant) => grant,
+        None => Arc::new(play_grant(state, session, id, request).await?),
     };
+    let copy = open(state, &grant, &playable(state, &grant).await?, participant)?;
     let len = copy.len();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match parse_range(range, len) {
@@ -401,7 +484,8 @@ pub async fn media(
 
 #[utoipa::path(get, path = "/api/v1/recordings/{id}/media", tag = "recordings",
     params(("id" = Uuid, Path), MediaQuery),
-    responses((status = 200, description = "The WebM (VP8 + Opus)", content_type = "video/webm"),
+    responses((status = 200, description = "The recording's own WebM (VP8 + Opus): every participant's audio and \
+        video as tracks of their own, for export and desktop players", content_type = "video/webm"),
               (status = 206, description = "The range asked for, with `Content-Range`", content_type = "video/webm"),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "Replay is turned off, or the recording has no playback copy (yet)", body = ErrorBody),
@@ -418,6 +502,37 @@ pub async fn media_handler(
         &state,
         caller.session()?,
         id,
+        None,
+        query.ticket.as_deref(),
+        &headers,
+        &request,
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/recordings/{id}/media/{participant}", tag = "recordings",
+    params(("id" = Uuid, Path), ("participant" = Uuid, Path, description = "A participant's id, as \
+        `participants[].id` gives it"), MediaQuery),
+    responses((status = 200, description = "The participant's own WebM (VP8 + Opus): their audio and video only, \
+        which a browser plays whole", content_type = "video/webm"),
+              (status = 206, description = "The range asked for, with `Content-Range`", content_type = "video/webm"),
+              (status = 401, body = ErrorBody),
+              (status = 404, description = "No such recording for the caller, or no copy of this participant", body = ErrorBody),
+              (status = 409, description = "Replay is turned off, or the recording has no playback copy (yet)", body = ErrorBody),
+              (status = 416, description = "The range is outside the file or not a byte range")))]
+pub async fn participant_media_handler(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    ApiPath((id, participant)): ApiPath<(Uuid, Uuid)>,
+    ApiQuery(query): ApiQuery<MediaQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    media(
+        &state,
+        caller.session()?,
+        id,
+        Some(participant),
         query.ticket.as_deref(),
         &headers,
         &request,

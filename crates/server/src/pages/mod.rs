@@ -5,6 +5,7 @@ mod account;
 mod appointments;
 mod call;
 mod csrf;
+mod guest;
 mod home;
 mod patient;
 mod practice;
@@ -34,6 +35,7 @@ use csrf::CsrfToken;
 const STYLESHEET: &str = include_str!("../../static/confide.css");
 const WAITING_ROOM_JS: &str = include_str!("../../static/waiting-room.js");
 const CALL_JS: &str = include_str!("../../static/call.js");
+const RECORDING_JS: &str = include_str!("../../static/recording.js");
 
 /// Every page route, and the stylesheet and script they share. The CSRF cookie's Secure flag follows
 /// `state`'s configuration.
@@ -60,6 +62,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/appointments/{id}", get(appointments::detail))
         .route("/appointments/{id}/call", get(call::call))
+        .route("/join/{token}", get(guest::join_form).post(guest::join))
+        .route("/guest/appointments/{id}/call", get(call::guest_call))
         .route("/appointments/{id}/cancel", post(appointments::cancel))
         .route("/appointments/{id}/check-in", post(appointments::check_in))
         .route(
@@ -104,6 +108,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/static/confide.css", get(stylesheet))
         .route("/static/waiting-room.js", get(|| script(WAITING_ROOM_JS)))
         .route("/static/call.js", get(|| script(CALL_JS)))
+        .route("/static/recording.js", get(|| script(RECORDING_JS)))
         .merge(pages)
 }
 

@@ -102,6 +102,14 @@ pub async fn list(
     })
 }
 
+/// One participant's copy on the playback page.
+struct Player {
+    /// Who, for the caption: "Jo Bloggs (patient)".
+    who: String,
+    url: String,
+    offset_ms: i64,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "recording.html")]
 pub struct PlaybackPage {
@@ -112,12 +120,17 @@ pub struct PlaybackPage {
     length: String,
     modes: String,
     status: &'static str,
+    /// The recording's own copy, with everyone's tracks, to download.
     media_url: Option<String>,
+    /// The participants' copies, played side by side and in step.
+    players: Vec<Player>,
+    /// Of the longest copy, with its offset: how far the shared position goes.
+    span_ms: i64,
     unavailable: &'static str,
 }
 
-/// The recording and, when it can be played, a player: opening the page is one play session, audited
-/// once; the player's range requests carry its ticket.
+/// The recording and, when it can be played, a player per participant, driven together: opening the page
+/// is one play session, audited once; every player's range requests carry its ticket.
 pub async fn detail(
     State(state): State<AppState>,
     SignedIn(session): SignedIn,
@@ -127,15 +140,52 @@ pub async fn detail(
     PageQuery(notice): PageQuery<NoticeQuery>,
 ) -> Result<PlaybackPage, PageError> {
     let r = api::recordings::get(&state, &session, id, &request).await?;
-    let (media_url, unavailable) = if r.status == "ready" {
+    let (ticket, unavailable) = if r.status == "ready" {
         match api::recordings::playback(&state, &session, id, &request).await {
-            Ok(ticket) => (Some(ticket.media_url), ""),
+            Ok(ticket) => (Some(ticket), ""),
             Err(ApiError::ReplayDisabled) => (None, "Playing recordings back is turned off at the moment."),
             Err(ApiError::RecordingNotPlayable(_)) => (None, "This recording cannot be played."),
             Err(e) => return Err(e.into()),
         }
     } else {
         (None, status_label(r.status))
+    };
+    let mut players: Vec<Player> = ticket
+        .iter()
+        .flat_map(|t| &t.participants)
+        .map(|m| {
+            let who = r
+                .participants
+                .iter()
+                .find(|p| p.id == m.participant_id)
+                .map_or_else(
+                    || "Another participant".to_owned(),
+                    |p| format!("{} ({})", p.name, p.role),
+                );
+            Player {
+                who,
+                url: m.media_url.clone(),
+                offset_ms: m.offset_ms,
+            }
+        })
+        .collect();
+    let span_ms = ticket
+        .iter()
+        .flat_map(|t| &t.participants)
+        .map(|m| m.offset_ms + m.duration_ms)
+        .max()
+        .unwrap_or(0);
+    // A copy made before there were participants' copies: everyone in one player, the first audio heard.
+    let span_ms = match &ticket {
+        Some(t) if players.is_empty() => {
+            players.push(Player {
+                who: "Everyone".to_owned(),
+                url: t.media_url.clone(),
+                offset_ms: 0,
+            });
+            r.duration_ms.unwrap_or(0)
+        }
+        _ => span_ms,
     };
     let name = |role: &str| {
         r.participants
@@ -152,7 +202,9 @@ pub async fn detail(
         length: length(r.duration_ms),
         modes: modes(&r),
         status: status_label(r.status),
-        media_url,
+        media_url: ticket.map(|t| t.media_url),
+        players,
+        span_ms,
         unavailable,
     })
 }

@@ -10,75 +10,29 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use confide_domain::identity::Role;
-use confide_domain::policy::{Context, Principal, actions, authorize};
-use confide_domain::{AppointmentId, PracticeId};
-use confide_media::sfu::recorder::segment_path;
-use confide_media::{MasterKey, SegmentReader, Track, WrappedKey};
+use confide_media::MasterKey;
 use confide_store::testing::TestDatabase;
 use confide_store::{Role as StoreRole, Store, UnscopedTable};
 use jiff::civil::Date;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use str0m::media::MediaKind;
 
+use crate::consultation::{Booked, Recording};
 use crate::helpers::{Client, Seeded, TestApp, not_found_body, register};
 use crate::helpers::{at, next_monday, set_clock};
-use crate::peer::{Marker, Peer};
+use crate::peer::{Peer, Peers, numbers};
 
 const FRAMES: u32 = 10;
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A consultation that has started: its patient and clinician, logged in.
-struct Running {
-    practice: PracticeId,
-    patient: Seeded,
-    patient_api: Client,
-    clinician: Seeded,
-    clinician_api: Client,
-    appointment: String,
-}
-
-impl Running {
-    fn path(&self, what: &str) -> String {
-        format!("/api/v1/appointments/{}/{what}", self.appointment)
-    }
-}
-
 /// A practice whose clinician works Mondays 09:00 to 12:00, a registered patient booked at 09:00, and
 /// the consultation started at 08:55.
-async fn running(app: &TestApp, monday: Date) -> Running {
+async fn running(app: &TestApp, monday: Date) -> Booked {
     set_clock(&app.clock, at(monday, 8, 0));
     let practice = app.practice("Consent Surgery").await;
-    let clinician = app.user(Role::Clinician, Some(practice), true).await;
-    let clinician_api = app.login(&clinician).await;
-    let (status, body) = clinician_api
-        .post(
-            &format!("/api/v1/clinicians/{}/availability/rules", clinician.id),
-            json!({"weekday": 1, "start": "09:00", "end": "12:00", "slot_minutes": 15, "kinds": "either"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let patient = app.user(Role::Patient, None, false).await;
-    let patient_api = app.login(&patient).await;
-    register(&patient_api, &clinician_api, practice).await;
-    let (status, body) = patient_api
-        .post(
-            "/api/v1/appointments",
-            json!({"clinician_id": clinician.id, "start": at(monday, 9, 0).to_string(), "kind": "video"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let r = Running {
-        practice,
-        patient,
-        patient_api,
-        clinician,
-        clinician_api,
-        appointment: body["id"].as_str().unwrap().to_owned(),
-    };
+    let r = Booked::new(app, practice, monday, 9).await;
     set_clock(&app.clock, at(monday, 8, 55));
-    let (status, body) = r.patient_api.post(&r.path("check-in"), json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    r.check_in().await;
     // Before the consultation starts, there is nothing to consent to or chat in.
     for (path, body) in [
         ("call/consent", json!({"decision": "given"})),
@@ -91,59 +45,28 @@ async fn running(app: &TestApp, monday: Date) -> Running {
             "{path}"
         );
     }
-    let (status, body) = r.clinician_api.post(&r.path("start"), json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    r.start().await;
     r
 }
 
-struct Peers(Vec<Peer>);
-
-impl Peers {
-    fn get(&self, label: &str) -> &Peer {
-        self.0.iter().find(|p| p.label == label).unwrap()
-    }
-
-    async fn run_for(&mut self, duration: Duration) {
-        let end = Instant::now() + duration;
-        while Instant::now() < end {
-            for peer in &mut self.0 {
-                peer.pump();
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    async fn run_until(&mut self, what: &str, done: impl Fn(&Peers) -> bool) {
-        let end = Instant::now() + WAIT;
-        while !done(self) {
-            assert!(Instant::now() < end, "timed out waiting for {what}");
-            self.run_for(Duration::from_millis(2)).await;
-        }
-    }
-
-    /// Both send a phase's audio and video, and each gets all of the other's: the call itself goes on
-    /// whatever anyone's consent to the recording.
-    async fn exchange(&mut self, phase: u32) {
-        for n in 0..FRAMES {
-            for peer in &mut self.0 {
-                peer.send(MediaKind::Audio, phase, n);
-                peer.send(MediaKind::Video, phase, n);
-            }
-            self.run_for(Duration::from_millis(20)).await;
-        }
-        let all: BTreeSet<u32> = (0..FRAMES).collect();
-        self.run_until("the phase to arrive", |ps| {
+/// Both send a phase's audio and video, and each gets all of the other's: the call itself goes on
+/// whatever anyone's consent to the recording.
+async fn exchange(peers: &mut Peers<Peer>, phase: u32) {
+    let both = [("C/patient", true), ("C/clinician", true)];
+    peers.send_phase(phase, FRAMES, &both).await;
+    let all: BTreeSet<u32> = (0..FRAMES).collect();
+    peers
+        .run_until("the phase to arrive", |ps| {
             ["audio", "video"].iter().all(|kind| {
                 ps.get("C/patient").received("C/clinician", kind, phase) == all
                     && ps.get("C/clinician").received("C/patient", kind, phase) == all
             })
         })
         .await;
-        self.run_for(Duration::from_millis(200)).await;
-    }
+    peers.run_for(Duration::from_millis(200)).await;
 }
 
-async fn consent(api: &Client, r: &Running, decision: &str) -> Value {
+async fn consent(api: &Client, r: &Booked, decision: &str) -> Value {
     let (status, body) = api
         .post(&r.path("call/consent"), json!({"decision": decision}))
         .await;
@@ -157,31 +80,25 @@ async fn withdrawn_consent_leaves_the_patient_out_of_the_recording(db: Option<Te
     let r = running(&app, next_monday()).await;
 
     // Both join agreeing to be recorded (the peers answer the question as they join).
-    let mut peers = Peers(Vec::new());
+    let mut peers = Peers::new(WAIT);
     for (who, api) in [("patient", &r.patient_api), ("clinician", &r.clinician_api)] {
-        let mut peer = Peer::new(&format!("C/{who}")).await;
-        let offer = peer.offer(true);
-        let (status, body) = peer.signal(api, &r.path("call"), offer, "video").await;
-        assert_eq!(status, StatusCode::OK, "{who} joins: {body}");
-        peers.0.push(peer);
+        peers.put(Peer::join(api, &r.path("call"), &format!("C/{who}")).await);
     }
-    peers
-        .run_until("both to connect", |ps| ps.0.iter().all(|p| p.connected))
-        .await;
+    peers.run_until("both to connect", Peers::all_connected).await;
     peers.run_for(Duration::from_millis(200)).await;
-    peers.exchange(1).await;
+    exchange(&mut peers, 1).await;
 
     // The patient withdraws: from then on only the clinician is recorded. Saying it twice adds nothing.
     let body = consent(&r.patient_api, &r, "withdrawn").await;
     assert_eq!(body, json!({"decision": "withdrawn", "changed": true}));
     let body = consent(&r.patient_api, &r, "withdrawn").await;
     assert_eq!(body, json!({"decision": "withdrawn", "changed": false}));
-    peers.exchange(2).await;
+    exchange(&mut peers, 2).await;
 
     // And gives it again: recorded once more.
     let body = consent(&r.patient_api, &r, "given").await;
     assert_eq!(body["changed"], json!(true));
-    peers.exchange(3).await;
+    exchange(&mut peers, 3).await;
 
     let (status, body) = r
         .patient_api
@@ -230,25 +147,8 @@ async fn withdrawn_consent_leaves_the_patient_out_of_the_recording(db: Option<Te
     // The recording, read with its own key as the patient's grant gives it.
     let state = &app.running.state;
     let store = &state.store;
-    let appointment: AppointmentId = r.appointment.parse().unwrap();
-    let facts = store.consultation_ref(appointment).await.unwrap().unwrap();
-    let grant = authorize::<actions::JoinConsultation>(
-        &Principal {
-            user: r.patient.id,
-            role: Role::Patient,
-            practice: None,
-        },
-        facts,
-        &Context { mfa_verified: true },
-    )
-    .unwrap();
-    let call = store.consultation_call(&grant).await.unwrap().unwrap();
     let master = MasterKey::load(&app.dir.path().join("master.key")).unwrap();
-    let wrapped = hex::decode(store.recording_key(&grant).await.unwrap().unwrap()).unwrap();
-    let key = WrappedKey::from_bytes(&wrapped)
-        .unwrap()
-        .unwrap(&master, call.recording.as_uuid())
-        .unwrap();
+    let rec = Recording::read(state, &master, &r.appointment, &r.patient).await;
     let unscoped = store
         .unscoped_count(UnscopedTable::ConsultationConsents)
         .await
@@ -259,21 +159,8 @@ async fn withdrawn_consent_leaves_the_patient_out_of_the_recording(db: Option<Te
         "row-level security"
     );
     // Consent changes no segment: the call stayed in its first one.
-    assert_eq!(call.segments.len(), 1);
-    let path = segment_path(&app.dir.path().join("recordings"), call.recording.as_uuid(), 0);
-    let mut recorded: Vec<(uuid::Uuid, Marker)> = Vec::new();
-    for frame in SegmentReader::open(&path, &key, call.recording.as_uuid(), 0).unwrap() {
-        let frame = frame.expect("a finished segment reads whole");
-        let marker = Marker::of_frame(frame.track == Track::Video, &frame.payload);
-        recorded.push((frame.sender.0, marker));
-    }
-    let numbers = |label: &str, kind: &str, phase: u32| -> BTreeSet<u32> {
-        recorded
-            .iter()
-            .filter(|(_, m)| m.label == label && m.kind == kind && m.phase == phase)
-            .map(|(_, m)| m.n)
-            .collect()
-    };
+    assert_eq!(rec.segments.len(), 1);
+    let numbers = |label: &str, kind: &str, phase: u32| numbers(rec.markers(0), label, kind, phase);
     let all: BTreeSet<u32> = (0..FRAMES).collect();
     for kind in ["audio", "video"] {
         for phase in [1, 2, 3] {
@@ -295,7 +182,7 @@ async fn withdrawn_consent_leaves_the_patient_out_of_the_recording(db: Option<Te
         );
     }
     // Each frame is stored as its sender's.
-    for (sender, marker) in &recorded {
+    for (sender, marker) in &rec.frames[0] {
         let expected = if marker.label == "C/patient" {
             r.patient.id
         } else {

@@ -1,5 +1,5 @@
 //! Every API endpoint, called as every principal in generated worlds of practices, staff, patients,
-//! registrations and transfers. The expected answer comes from an oracle written from the policy's words,
+//! registrations and transfers, appointments and symptom checks (some shared into a booking). The expected answer comes from an oracle written from the policy's words,
 //! independently of the access gate; any unexpected 2xx, or a 2xx that carries someone else's data, fails.
 //! Every new endpoint joins [`ENDPOINTS`] and [`expect`].
 
@@ -33,6 +33,10 @@ pub enum Target {
     /// An availability exception, under its clinician's path.
     Exception,
     Recording,
+    /// A patient's kept symptom check.
+    Triage,
+    /// An anonymous symptom check's sealed state, sent in the JSON body.
+    TriageState,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -143,6 +147,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Target::Exception,
     ),
     ep("GET", "/api/v1/clinicians/{id}/schedule", Target::Clinician),
+    // Starting comes first among the writes, so that conversations begun in the matrix are tried too.
+    ep("POST", "/api/v1/triage/sessions", Target::None),
+    ep("GET", "/api/v1/triage/sessions", Target::None),
+    ep("GET", "/api/v1/triage/sessions/{id}", Target::Triage),
+    ep("POST", "/api/v1/triage/sessions/{id}/answers", Target::Triage),
+    ep("POST", "/api/v1/triage/sessions/{id}/back", Target::Triage),
+    ep("POST", "/api/v1/triage/anonymous/answers", Target::TriageState),
+    ep("POST", "/api/v1/triage/anonymous/back", Target::TriageState),
 ];
 
 /// Appointments in the generated world start days ahead, so only cancelling and "no show" move them;
@@ -165,6 +177,8 @@ struct Appt {
     status: Visit,
     /// Who is in its call.
     in_call: BTreeSet<UserId>,
+    /// The kept symptom check whose summary the patient shared when booking.
+    triage: Option<Uuid>,
 }
 
 /// A consultation's recording, with the owners it was bound to when the consultation started.
@@ -174,6 +188,44 @@ struct Rec {
     patient: UserId,
     clinician: UserId,
     practice: PracticeId,
+}
+
+/// Where a conversation with the symptom checker stands, from the last view of it.
+#[derive(Clone, Debug, Default)]
+struct Step {
+    /// The id of the question being asked; none once it has its result.
+    question: Option<String>,
+    can_go_back: bool,
+}
+
+impl Step {
+    fn of(view: &Value) -> Step {
+        Step {
+            question: view["question"]["id"].as_str().map(str::to_owned),
+            can_go_back: view["can_go_back"] == true,
+        }
+    }
+}
+
+/// A patient's kept symptom check. Its complaint carries a marker found nowhere else, so that any answer
+/// showing it to someone else is caught.
+#[derive(Clone, Debug)]
+struct Check {
+    id: Uuid,
+    patient: UserId,
+    complaint: String,
+    marker: String,
+    step: Step,
+}
+
+/// An anonymous symptom check's sealed state, known to the test by a made-up id. The server keeps nothing of
+/// it, so every caller sending it gets the same answer.
+#[derive(Clone, Debug)]
+struct Token {
+    key: Uuid,
+    state: String,
+    complaint: String,
+    step: Step,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,6 +261,8 @@ struct Model {
     recordings: Vec<Rec>,
     /// Who broke the glass on which recording (within the hour the test runs in).
     glass: BTreeSet<(UserId, Uuid)>,
+    checks: Vec<Check>,
+    tokens: Vec<Token>,
 }
 
 impl Model {
@@ -225,6 +279,23 @@ impl Model {
                 && r.practice == practice
                 && matches!(r.status, Status::Pending | Status::Accepted)
         })
+    }
+
+    /// Whether `who` may see the kept symptom check `c` anywhere: its patient, and the clinician of an
+    /// appointment it was shared into. Never a colleague or an admin.
+    fn may_see_check(&self, who: Option<&Person>, c: &Check) -> bool {
+        let Some(who) = who else { return false };
+        let me = who.seeded.id;
+        match who.seeded.role {
+            Role::Patient => me == c.patient,
+            Role::Clinician => {
+                who.mfa
+                    && self.appts.iter().any(|a| {
+                        a.triage == Some(c.id) && a.clinician == me && who.seeded.practice == Some(a.practice)
+                    })
+            }
+            Role::PracticeAdmin | Role::PlatformAdmin => false,
+        }
     }
 
     fn accept(&mut self, id: Uuid) {
@@ -275,6 +346,23 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
             _ => Ok,
         };
     }
+    // Anyone may use the symptom checker: a patient's conversation is kept, anyone else's is sealed into
+    // a state token that answers the same whoever sends it.
+    match (endpoint.method, endpoint.path) {
+        ("POST", "/api/v1/triage/sessions") => return Created,
+        ("POST", "/api/v1/triage/anonymous/answers" | "/api/v1/triage/anonymous/back") => {
+            let Some(t) = model.tokens.iter().find(|t| Some(t.key) == target) else {
+                return BadRequest;
+            };
+            let possible = if endpoint.path.ends_with("back") {
+                t.step.can_go_back
+            } else {
+                t.step.question.is_some()
+            };
+            return if possible { Ok } else { Conflict };
+        }
+        _ => {}
+    }
     let Some(who) = who else { return LoginRequired };
     let role = who.seeded.role;
     let me = who.seeded.id;
@@ -288,6 +376,7 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
         ("GET", "/api/v1/appointments") => allowed(is_patient, Ok),
         // A patient's own recordings; a clinician's of the consultations they ran.
         ("GET", "/api/v1/recordings") => allowed(is_patient || (role == Role::Clinician && who.mfa), Ok),
+        ("GET", "/api/v1/triage/sessions") => allowed(is_patient, Ok),
         _ => {
             let id = target.expect("a target");
             match endpoint.target {
@@ -480,7 +569,22 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                         _ => NotFound,
                     }
                 }
-                Target::None => NotFound,
+                // The patient's alone: not even their own clinician reaches a kept conversation.
+                Target::Triage => {
+                    let Some(c) = model.checks.iter().find(|c| c.id == id) else {
+                        return NotFound;
+                    };
+                    let possible = match endpoint.path {
+                        "/api/v1/triage/sessions/{id}/answers" => c.step.question.is_some(),
+                        "/api/v1/triage/sessions/{id}/back" => c.step.can_go_back,
+                        _ => true,
+                    };
+                    allowed(
+                        is_patient && me == c.patient,
+                        if possible { Ok } else { Conflict },
+                    )
+                }
+                Target::None | Target::TriageState => NotFound,
             }
         }
     }
@@ -610,6 +714,65 @@ fn check_and_apply(model: &mut Model, who: &Person, endpoint: &Endpoint, target:
                 body["patient_name"].as_str(),
                 model.names.get(&a.patient).map(String::as_str)
             );
+            // The shared summary: the patient's and the appointment's own clinician's, never a colleague's.
+            let shared = a.triage.and_then(|id| model.checks.iter().find(|c| c.id == id));
+            let sees = shared.filter(|c| model.may_see_check(Some(who), c));
+            match sees {
+                Some(c) => {
+                    let summary = &body["triage_summary"];
+                    assert_eq!(summary["triage_session_id"], c.id.to_string(), "{body}");
+                    assert_eq!(summary["complaint"], c.complaint.as_str(), "{body}");
+                    assert!(summary["disposition"].is_string(), "{body}");
+                }
+                None => assert!(body.get("triage_summary").is_none(), "{body}"),
+            }
+        }
+        ("POST", "/api/v1/triage/sessions") if who.seeded.role == Role::Patient => {
+            assert!(body["state"].is_null(), "{body}");
+            let complaint = body["complaint"].as_str().unwrap().to_owned();
+            model.checks.push(Check {
+                id: body["id"].as_str().unwrap().parse().unwrap(),
+                patient: me,
+                marker: complaint.rsplit(' ').next().unwrap().to_owned(),
+                complaint,
+                step: Step::of(body),
+            });
+        }
+        // Anyone but a patient starting one, and anyone sending a state token, has an anonymous
+        // conversation: nothing kept, nothing of anyone's.
+        ("POST", "/api/v1/triage/sessions")
+        | ("POST", "/api/v1/triage/anonymous/answers")
+        | ("POST", "/api/v1/triage/anonymous/back") => {
+            assert!(body["id"].is_null() && body["state"].is_string(), "{body}");
+            if let Some(t) = model.tokens.iter().find(|t| Some(t.key) == target) {
+                assert_eq!(body["complaint"], t.complaint.as_str(), "{body}");
+            }
+        }
+        ("GET", "/api/v1/triage/sessions") => {
+            let expected: BTreeSet<String> = model
+                .checks
+                .iter()
+                .filter(|c| c.patient == me)
+                .map(|c| c.id.to_string())
+                .collect();
+            assert_eq!(ids(body, "id"), expected);
+            for item in body.as_array().unwrap() {
+                let c = model
+                    .checks
+                    .iter()
+                    .find(|c| c.id.to_string() == item["id"].as_str().unwrap())
+                    .unwrap();
+                assert_eq!(item["complaint"], c.complaint.as_str());
+            }
+        }
+        ("GET", "/api/v1/triage/sessions/{id}")
+        | ("POST", "/api/v1/triage/sessions/{id}/answers")
+        | ("POST", "/api/v1/triage/sessions/{id}/back") => {
+            let c = model.checks.iter_mut().find(|c| Some(c.id) == target).unwrap();
+            assert_eq!(body["id"], target_str);
+            assert_eq!(body["complaint"], c.complaint.as_str());
+            assert!(body["state"].is_null(), "{body}");
+            c.step = Step::of(body);
         }
         ("POST", "/api/v1/appointments/{id}/call") => {
             let answer = body["sdp"].as_str().unwrap();
@@ -757,9 +920,8 @@ fn path_for(model: &Model, endpoint: &Endpoint, target: Option<Uuid>) -> String 
             .map_or_else(Uuid::new_v4, |(_, c)| c.as_uuid())
     };
     match (endpoint.target, target) {
-        (Target::PracticeInBody | Target::ClinicianInBody | Target::None, _) | (_, None) => {
-            endpoint.path.to_owned()
-        }
+        (Target::PracticeInBody | Target::ClinicianInBody | Target::TriageState | Target::None, _)
+        | (_, None) => endpoint.path.to_owned(),
         (Target::Rule, Some(id)) => endpoint
             .path
             .replace("{id}", &owner(&model.rules, id).to_string())
@@ -770,6 +932,11 @@ fn path_for(model: &Model, endpoint: &Endpoint, target: Option<Uuid>) -> String 
             .replace("{exception_id}", &id.to_string()),
         (_, Some(id)) => endpoint.path.replace("{id}", &id.to_string()),
     }
+}
+
+/// What a symptom check started by call `n` says is wrong, ending in a marker no other call uses.
+fn complaint(n: usize) -> String {
+    format!("Burning pain when I pee and need to go all the time ref{n}x")
 }
 
 /// A date far ahead, one per call, so that generated availability never overlaps.
@@ -826,6 +993,25 @@ async fn call(
         "/api/v1/clinicians/{id}/availability/exceptions" => {
             json!({"date": far_date(n), "kind": "blocked", "note": format!("leave {n}")})
         }
+        "/api/v1/triage/sessions" => json!({"text": complaint(n), "age": 40, "sex": "female"}),
+        // The question being asked, so that only the gate stands between a caller and the answer.
+        "/api/v1/triage/sessions/{id}/answers" => {
+            let question = target
+                .and_then(|id| model.checks.iter().find(|c| c.id == id))
+                .and_then(|c| c.step.question.clone());
+            json!({"question": question.as_deref().unwrap_or("none"), "answer": "unknown"})
+        }
+        "/api/v1/triage/anonymous/answers" | "/api/v1/triage/anonymous/back" => {
+            let token = target.and_then(|id| model.tokens.iter().find(|t| t.key == id));
+            // A state this server never gave out.
+            let state = token.map_or("t1.bm9wZQ", |t| t.state.as_str());
+            if endpoint.path.ends_with("back") {
+                json!({"state": state})
+            } else {
+                let question = token.and_then(|t| t.step.question.as_deref());
+                json!({"state": state, "question": question.unwrap_or("none"), "answer": "unknown"})
+            }
+        }
         _ => json!({}),
     };
     if endpoint.method == "PUT" {
@@ -841,6 +1027,16 @@ enum Decision {
     Leave,
 }
 
+/// A symptom check a patient keeps before booking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kept {
+    /// One question answered, the rest not.
+    Unfinished,
+    Finished,
+    /// Finished, and its summary shared with the clinician if the patient books.
+    Shared,
+}
+
 #[derive(Clone, Debug)]
 struct WorldSpec {
     practices: usize,
@@ -848,6 +1044,8 @@ struct WorldSpec {
     extra_staff: Vec<(usize, bool)>,
     /// Per patient, the requests they make in order, and what the practice does with each.
     histories: Vec<Vec<(usize, Decision)>>,
+    /// Per patient, the symptom checks they keep.
+    checks: Vec<Vec<Kept>>,
 }
 
 fn world() -> impl Strategy<Value = WorldSpec> {
@@ -857,15 +1055,24 @@ fn world() -> impl Strategy<Value = WorldSpec> {
             Just(Decision::Decline),
             Just(Decision::Leave)
         ];
+        let kept = prop_oneof![Just(Kept::Unfinished), Just(Kept::Finished), Just(Kept::Shared)];
+        let patient = (
+            prop::collection::vec((0..n, decision), 0..=3),
+            prop::collection::vec(kept, 0..=2),
+        );
         (
             Just(n),
             prop::collection::vec((0..n, any::<bool>()), 0..=2),
-            prop::collection::vec(prop::collection::vec((0..n, decision), 0..=3), 2..=4),
+            prop::collection::vec(patient, 2..=4),
         )
-            .prop_map(|(practices, extra_staff, histories)| WorldSpec {
-                practices,
-                extra_staff,
-                histories,
+            .prop_map(|(practices, extra_staff, patients)| {
+                let (histories, checks) = patients.into_iter().unzip();
+                WorldSpec {
+                    practices,
+                    extra_staff,
+                    histories,
+                    checks,
+                }
             })
     })
 }
@@ -970,10 +1177,13 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
         }
     }
 
-    book_appointments(&app, &mut model, &people, first_patient).await;
+    let anonymous = app.anonymous();
+    let shared = keep_checks(&mut model, &spec, &people, first_patient, &anonymous, &mut n).await;
+    book_appointments(&app, &mut model, &people, first_patient, &shared).await;
 
     let unknown = Uuid::new_v4();
-    let anonymous = app.anonymous();
+    // Only SQLite lets the test read the audit log outside a scope.
+    let sqlite = app.running.state.store.backend() == confide_store::Backend::Sqlite;
     // Reads first, then writes, so that every principal also reads the world before it changes.
     let order: Vec<&Endpoint> = ENDPOINTS
         .iter()
@@ -1024,12 +1234,34 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
                 .map(|r| Some(r.id))
                 .chain([Some(unknown)])
                 .collect(),
+            Target::Triage => model
+                .checks
+                .iter()
+                .map(|c| Some(c.id))
+                .chain([Some(unknown)])
+                .collect(),
+            Target::TriageState => model
+                .tokens
+                .iter()
+                .map(|t| Some(t.key))
+                .chain([Some(unknown)])
+                .collect(),
         };
         for target in targets {
             for who in people.iter().map(Some).chain([None]) {
                 n += 1;
                 let expected = expect(&model, who, endpoint, target);
                 let client = who.map_or(&anonymous, |p| &p.client);
+                // An anonymous conversation leaves nothing behind, whoever is logged in.
+                let anonymous_conversation = endpoint.target == Target::TriageState
+                    || (endpoint.path == "/api/v1/triage/sessions"
+                        && endpoint.method == "POST"
+                        && who.is_none_or(|p| p.seeded.role != Role::Patient));
+                let audit_head = if anonymous_conversation && sqlite {
+                    Some(app.running.state.store.audit_head().await.unwrap().0)
+                } else {
+                    None
+                };
                 let (status, body) = call(client, &model, endpoint, target, n).await;
                 let label = format!(
                     "{} {} target={target:?} as {:?}: expected {expected:?}, got {status} {body}",
@@ -1038,6 +1270,27 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
                     who.map(|p| (p.seeded.role, p.mfa)),
                 );
                 assert_eq!(status, status_of(&expected), "{label}");
+                let text = body.to_string();
+                for c in &model.checks {
+                    assert!(
+                        model.may_see_check(who, c) || !text.contains(&c.marker),
+                        "{label}: shows {}'s symptom check {}",
+                        c.patient,
+                        c.id
+                    );
+                }
+                if let Some(after) = audit_head {
+                    let me = who.map(|p| p.seeded.id);
+                    for e in app.running.state.store.audit_page(after, 1000).await.unwrap() {
+                        let e = e.event;
+                        assert!(
+                            e.actor.is_none_or(|a| Some(a) != me)
+                                && !e.action.starts_with("triage")
+                                && !e.resource.starts_with("triage"),
+                            "{label}: audited {e:?}"
+                        );
+                    }
+                }
                 match expected {
                     Expect::NotFound => assert_eq!(body, not_found_body(), "{label}"),
                     Expect::LoginRequired => assert_eq!(body["error"]["code"], "login_required", "{label}"),
@@ -1051,12 +1304,96 @@ async fn run_world(spec: WorldSpec, db: Option<confide_store::testing::TestDatab
             }
         }
     }
+    // Nobody's anonymous conversation, logged in or not, became one of a patient's kept ones.
+    let list = ENDPOINTS
+        .iter()
+        .find(|e| e.method == "GET" && e.path == "/api/v1/triage/sessions")
+        .unwrap();
+    for patient in &people[first_patient..] {
+        let (status, body) = call(&patient.client, &model, list, None, n).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        check_and_apply(&mut model, patient, list, None, &body);
+    }
     app.stop().await;
+}
+
+/// Each patient keeps their symptom checks through the API: answered to the result, or one answer only.
+/// Two anonymous conversations give the tokens the matrix sends: one begun logged out, one by a clinician
+/// and answered once. Returns, per patient, the finished check they share when booking.
+async fn keep_checks(
+    model: &mut Model,
+    spec: &WorldSpec,
+    people: &[Person],
+    first_patient: usize,
+    anonymous: &Client,
+    n: &mut usize,
+) -> HashMap<UserId, Uuid> {
+    let endpoint = |method: &str, path: &str| {
+        ENDPOINTS
+            .iter()
+            .find(|e| e.method == method && e.path == path)
+            .unwrap()
+    };
+    let start = endpoint("POST", "/api/v1/triage/sessions");
+    let answer = endpoint("POST", "/api/v1/triage/sessions/{id}/answers");
+    let mut shared = HashMap::new();
+    for (k, kept) in spec.checks.iter().enumerate() {
+        let patient = &people[first_patient + k];
+        for kind in kept {
+            *n += 1;
+            let (status, body) = call(&patient.client, model, start, None, *n).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            check_and_apply(model, patient, start, None, &body);
+            let id = model.checks.last().unwrap().id;
+            for _ in 0..40 {
+                let step = &model.checks.last().unwrap().step;
+                if step.question.is_none() || (*kind == Kept::Unfinished && step.can_go_back) {
+                    break;
+                }
+                let (status, body) = call(&patient.client, model, answer, Some(id), *n).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                check_and_apply(model, patient, answer, Some(id), &body);
+            }
+            let done = model.checks.last().unwrap().step.question.is_none();
+            assert!(done || *kind == Kept::Unfinished, "no result after 40 answers");
+            if *kind == Kept::Shared {
+                shared.entry(patient.seeded.id).or_insert(id);
+            }
+        }
+    }
+    for (k, client) in [anonymous, &people[1].client].into_iter().enumerate() {
+        *n += 1;
+        let (status, mut view) = call(client, model, start, None, *n).await;
+        assert_eq!(status, StatusCode::CREATED, "{view}");
+        if k == 1 && view["question"].is_object() {
+            let (status, next) = client
+                .post(
+                    "/api/v1/triage/anonymous/answers",
+                    json!({"state": view["state"], "question": view["question"]["id"], "answer": "unknown"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{next}");
+            view = next;
+        }
+        model.tokens.push(Token {
+            key: Uuid::new_v4(),
+            state: view["state"].as_str().unwrap().to_owned(),
+            complaint: view["complaint"].as_str().unwrap().to_owned(),
+            step: Step::of(&view),
+        });
+    }
+    shared
 }
 
 /// Each practice's first clinician opens a week of availability and takes a day of leave; each registered
 /// patient books one of their slots two days ahead, through the API.
-async fn book_appointments(app: &TestApp, model: &mut Model, people: &[Person], first_patient: usize) {
+async fn book_appointments(
+    app: &TestApp,
+    model: &mut Model,
+    people: &[Person],
+    first_patient: usize,
+    shared: &HashMap<UserId, Uuid>,
+) {
     for p in people.iter().filter(|p| p.seeded.role == Role::Clinician) {
         model.clinicians.insert(p.seeded.id, p.seeded.practice.unwrap());
     }
@@ -1112,14 +1449,21 @@ async fn book_appointments(app: &TestApp, model: &mut Model, people: &[Person], 
             .await;
         assert_eq!(status, StatusCode::OK, "{slots}");
         let slot = &slots[k];
+        let triage = shared.get(&patient.seeded.id).copied();
         let (status, body) = patient
             .client
             .post(
                 "/api/v1/appointments",
-                json!({"clinician_id": gp, "start": slot["start"], "kind": "video", "reason": format!("reason {k}")}),
+                json!({"clinician_id": gp, "start": slot["start"], "kind": "video", "reason": format!("reason {k}"),
+                       "triage_session_id": triage}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(
+            body["triage_summary"]["triage_session_id"].as_str(),
+            triage.map(|t| t.to_string()).as_deref(),
+            "{body}"
+        );
         model.appts.push(Appt {
             id: body["id"].as_str().unwrap().parse().unwrap(),
             patient: patient.seeded.id,
@@ -1127,6 +1471,7 @@ async fn book_appointments(app: &TestApp, model: &mut Model, people: &[Person], 
             practice,
             status: Visit::Booked,
             in_call: BTreeSet::new(),
+            triage,
         });
     }
     // One appointment is in consultation: the first registered patient's, at 11:00 today (the world's
@@ -1170,6 +1515,7 @@ async fn book_appointments(app: &TestApp, model: &mut Model, people: &[Person], 
         practice,
         status: Visit::InConsultation,
         in_call: BTreeSet::new(),
+        triage: None,
     });
     // Starting it made its recording, bound to the appointment's patient, clinician and practice.
     let (status, list) = patient.client.get("/api/v1/recordings").await;

@@ -15,22 +15,20 @@ use std::time::{Duration, Instant};
 use confide_domain::consultation::{ConsultationMode, SegmentReason};
 use confide_domain::identity::Role;
 use confide_domain::policy::{Context, Principal, actions, authorize};
-use confide_domain::{AppointmentId, PracticeId, RecordingId, Timestamp};
-use confide_media::sfu::recorder::segment_path;
-use confide_media::{MasterKey, SegmentReader, Track, WrappedKey};
-use confide_server::{AppState, Clock as _};
+use confide_domain::{PracticeId, RecordingId};
+use confide_media::MasterKey;
+use confide_server::Clock as _;
 use confide_store::testing::TestDatabase;
 use futures_util::future::join_all;
-use jiff::civil::{Date, Weekday};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::json;
-use str0m::media::MediaKind;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::helpers::{Client, Seeded, TestApp, login_at, register};
-use crate::peer::{Marker, Peer};
+use crate::consultation::{Booked, Recording};
+use crate::helpers::{Client, Seeded, TestApp, login_at};
+use crate::peer::{Peer, Peers, numbers};
 
 /// The scripts, the world and the master key all come from this seed.
 const SEED: u64 = 0x2020_0611;
@@ -45,7 +43,7 @@ const FRAMES: u32 = 6;
 /// Bound on each wait; a call whose step takes longer fails, naming the step.
 const WAIT: Duration = Duration::from_secs(20);
 
-use crate::helpers::{at, london, set_clock};
+use crate::helpers::{at, next_monday, set_clock};
 use ConsultationMode::{AudioOnly, Video};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,49 +184,11 @@ impl Consultation {
     }
 }
 
-/// A practice's clinician, available Mondays 09:00 to 12:00, and a patient registered there who has
-/// booked Monday 09:00 with them.
-async fn seed(
-    app: &TestApp,
-    practice: PracticeId,
-    monday: Date,
-    index: usize,
-) -> (Consultation, [Client; 2]) {
-    let clinician = app.user(Role::Clinician, Some(practice), true).await;
-    let clinician_api = app.login(&clinician).await;
-    let (status, body) = clinician_api
-        .post(
-            &format!("/api/v1/clinicians/{}/availability/rules", clinician.id),
-            json!({"weekday": 1, "start": "09:00", "end": "12:00", "slot_minutes": 15, "kinds": "either"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let patient = app.user(Role::Patient, None, false).await;
-    let patient_api = app.login(&patient).await;
-    register(&patient_api, &clinician_api, practice).await;
-    let (status, body) = patient_api
-        .post(
-            "/api/v1/appointments",
-            json!({"clinician_id": clinician.id, "start": at(monday, 9, 0).to_string(), "kind": "video"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let consultation = Consultation {
-        name: format!("C{index:02}"),
-        id: String::new(),
-        appointment: body["id"].as_str().unwrap().to_owned(),
-        practice,
-        patient,
-        clinician,
-    };
-    (consultation, [patient_api, clinician_api])
-}
-
 /// One call in progress, driven by its own task.
 struct Call {
     c: Consultation,
     apis: [Client; 2],
-    peers: [Option<Peer>; 2],
+    peers: Peers<Peer>,
     mode: ConsultationMode,
 }
 
@@ -237,42 +197,10 @@ impl Call {
         format!("/api/v1/appointments/{}/{what}", self.c.appointment)
     }
 
-    fn peer(&self, who: Who) -> &Peer {
-        self.peers[who.slot()].as_ref().expect("in the call")
-    }
-
-    fn peer_mut(&mut self, who: Who) -> &mut Peer {
-        self.peers[who.slot()].as_mut().expect("in the call")
-    }
-
-    async fn run_for(&mut self, duration: Duration) {
-        let end = Instant::now() + duration;
-        loop {
-            for peer in self.peers.iter_mut().flatten() {
-                peer.pump();
-            }
-            if Instant::now() >= end {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    async fn run_until(&mut self, what: &str, done: impl Fn(&Call) -> bool) {
-        let end = Instant::now() + WAIT;
-        while !done(self) {
-            assert!(
-                Instant::now() < end,
-                "{}: timed out waiting for {what}",
-                self.c.name
-            );
-            self.run_for(Duration::from_millis(2)).await;
-        }
-    }
-
     /// `who` joins (again) from a new peer in the call's mode, replacing any connection they had.
     async fn join(&mut self, who: Who, phase: u32) {
-        let mut peer = Peer::new(&self.c.label(who)).await;
+        let label = self.c.label(who);
+        let mut peer = Peer::new(&label).await;
         let offer = peer.offer(self.mode == Video);
         let path = self.path("call");
         let (status, body) = peer
@@ -285,11 +213,9 @@ impl Call {
             self.c.name,
             who.name()
         );
-        self.peers[who.slot()] = Some(peer);
-        self.run_until(&format!("the {} to connect", who.name()), |call| {
-            call.peer(who).connected
-        })
-        .await;
+        self.peers.put(peer);
+        let what = format!("{}: the {} to connect", self.c.name, who.name());
+        self.peers.run_until(&what, |ps| ps.get(&label).connected).await;
     }
 
     /// `by` switches mode, then the other side renegotiates to match.
@@ -298,7 +224,7 @@ impl Call {
         for who in [by, by.other()] {
             let mode = self.mode;
             let path = self.path("call/mode");
-            let peer = self.peers[who.slot()].as_mut().expect("in the call");
+            let peer = self.peers.get_mut(&self.c.label(who));
             let offer = if mode == Video {
                 peer.offer_with_video()
             } else {
@@ -319,7 +245,7 @@ impl Call {
 
     async fn reconnect(&mut self, who: Who, leave_first: bool, phase: u32) {
         self.check_received();
-        self.peers[who.slot()] = None;
+        self.peers.remove(&self.c.label(who));
         if leave_first {
             let (status, body) = self.apis[who.slot()]
                 .post(&self.path("call/leave"), json!({}))
@@ -338,41 +264,28 @@ impl Call {
     /// Both send a phase's frames (video too, in a video call), and each gets all of the other's.
     async fn exchange(&mut self, phase: u32) {
         let video = self.mode == Video;
-        for n in 0..FRAMES {
-            for who in BOTH {
-                let peer = self.peer_mut(who);
-                peer.send(MediaKind::Audio, phase, n);
-                if video {
-                    peer.send(MediaKind::Video, phase, n);
-                }
-            }
-            self.run_for(Duration::from_millis(20)).await;
-        }
+        let labels = BOTH.map(|who| self.c.label(who));
+        let senders = [(labels[0].as_str(), video), (labels[1].as_str(), video)];
+        self.peers.send_phase(phase, FRAMES, &senders).await;
         let kinds: &[&str] = if video { &["audio", "video"] } else { &["audio"] };
-        self.run_until(&format!("phase {phase} to arrive"), |call| {
-            BOTH.iter().all(|&to| {
-                let from = call.c.label(to.other());
-                kinds
-                    .iter()
-                    .all(|kind| call.peer(to).received(&from, kind, phase) == all())
+        let what = format!("{}: phase {phase} to arrive", self.c.name);
+        self.peers
+            .run_until(&what, |ps| {
+                BOTH.iter().all(|&to| {
+                    let (to, from) = (&labels[to.slot()], &labels[to.other().slot()]);
+                    kinds
+                        .iter()
+                        .all(|kind| ps.get(to).received(from, kind, phase) == all())
+                })
             })
-        })
-        .await;
+            .await;
         self.check_received();
     }
 
     /// Each peer got only its own call's frames, and none of its own back.
     fn check_received(&self) {
-        for peer in self.peers.iter().flatten() {
-            for marker in &peer.received {
-                assert!(
-                    marker.label.starts_with(&self.c.id),
-                    "{}: the {} got another consultation's frame {marker:?}",
-                    self.c.name,
-                    peer.label
-                );
-                assert_ne!(marker.label, peer.label, "{}: a frame came back", self.c.name);
-            }
+        for peer in self.peers.iter() {
+            peer.assert_only_from_own_group();
         }
     }
 }
@@ -389,14 +302,14 @@ async fn drive(
     let mut call = Call {
         c,
         apis,
-        peers: [None, None],
+        peers: Peers::new(WAIT),
         mode: Video,
     };
     let mut resumed = Some(resumed);
     call.join(Who::Patient, 0).await;
     call.join(Who::Clinician, 0).await;
     // The SFU's side of a connection comes up a moment after the peer's.
-    call.run_for(Duration::from_millis(300)).await;
+    call.peers.run_for(Duration::from_millis(300)).await;
     for (phase, event) in (0..).zip(events) {
         match event {
             Event::Quiet => {}
@@ -404,7 +317,7 @@ async fn drive(
             Event::Reconnect { who, leave_first } => call.reconnect(who, leave_first, phase).await,
             Event::Restart { first } => {
                 call.check_received();
-                call.peers = [None, None];
+                call.peers = Peers::new(WAIT);
                 ready.send(()).await.unwrap();
                 call.apis = resumed
                     .take()
@@ -416,11 +329,11 @@ async fn drive(
             }
         }
         if event != Event::Quiet {
-            call.run_for(Duration::from_millis(300)).await;
+            call.peers.run_for(Duration::from_millis(300)).await;
         }
         call.exchange(phase).await;
         // Frames reach the recorder apart from signaling: a pause keeps them in their segment.
-        call.run_for(Duration::from_millis(200)).await;
+        call.peers.run_for(Duration::from_millis(200)).await;
     }
     let (status, body) = call.apis[Who::Clinician.slot()]
         .post(&call.path("complete"), json!({}))
@@ -458,71 +371,10 @@ async fn wait_ready<T>(
     }
 }
 
-/// The recording of a consultation as read back: its id, segments and each segment's frames as
-/// (sender, marker), decrypted with its data key unwrapped by `master`.
-struct Recorded {
-    id: RecordingId,
-    segments: Vec<(u32, SegmentReason, ConsultationMode)>,
-    frames: Vec<Vec<(uuid::Uuid, Marker)>>,
-}
-
-async fn recorded(state: &AppState, master: &MasterKey, c: &Consultation) -> Recorded {
-    let store = &state.store;
-    let appointment: AppointmentId = c.appointment.parse().unwrap();
-    let facts = store.consultation_ref(appointment).await.unwrap().unwrap();
-    let patient = Principal {
-        user: c.patient.id,
-        role: Role::Patient,
-        practice: None,
-    };
-    let grant =
-        authorize::<actions::JoinConsultation>(&patient, facts, &Context { mfa_verified: true }).unwrap();
-    let call = store.consultation_call(&grant).await.unwrap().unwrap();
-    let recording = call.recording;
-    let stored = store.recording_key(&grant).await.unwrap();
-    let wrapped =
-        hex::decode(stored.unwrap_or_else(|| panic!("{}: recording {recording} has no key", c.name)))
-            .unwrap();
-    let key = WrappedKey::from_bytes(&wrapped)
-        .unwrap()
-        .unwrap(master, recording.as_uuid())
-        .unwrap_or_else(|e| panic!("{}: recording {recording}'s key: {e}", c.name));
-    let dir = state.config.recordings_dir();
-    let mut frames = Vec::new();
-    for segment in &call.segments {
-        let path = segment_path(&dir, recording.as_uuid(), segment.index);
-        let reader = SegmentReader::open(&path, &key, recording.as_uuid(), segment.index)
-            .unwrap_or_else(|e| panic!("{}: recording {recording} segment {}: {e}", c.name, segment.index));
-        frames.push(
-            reader
-                .map(|frame| {
-                    let frame = frame.unwrap_or_else(|e| {
-                        panic!(
-                            "{}: recording {recording} segment {} is damaged: {e}",
-                            c.name, segment.index
-                        )
-                    });
-                    let marker = Marker::of_frame(frame.track == Track::Video, &frame.payload);
-                    (frame.sender.0, marker)
-                })
-                .collect(),
-        );
-    }
-    Recorded {
-        id: recording,
-        segments: call
-            .segments
-            .iter()
-            .map(|s| (s.index, s.reason, s.mode))
-            .collect(),
-        frames,
-    }
-}
-
 /// Checks a recording against its consultation's script: only its own frames, each sent by the
 /// participant it names, every phase in the segment the script put it in and nowhere else, video only
 /// while the call was in video, and both modes present.
-fn check_recording(c: &Consultation, rec: &Recorded, expect: &Expected, names: &HashMap<String, String>) {
+fn check_recording(c: &Consultation, rec: &Recording, expect: &Expected, names: &HashMap<String, String>) {
     let whose = format!("{}'s recording {}", c.name, rec.id);
     let segments: Vec<_> = rec.segments.iter().map(|&(_, r, m)| (r, m)).collect();
     assert_eq!(segments, expect.segments, "{whose}: its segments");
@@ -552,13 +404,7 @@ fn check_recording(c: &Consultation, rec: &Recorded, expect: &Expected, names: &
             );
         }
     }
-    let numbers = |s: usize, label: &str, kind: &str, phase: u32| -> BTreeSet<u32> {
-        rec.frames[s]
-            .iter()
-            .filter(|(_, m)| m.label == label && m.kind == kind && m.phase == phase)
-            .map(|(_, m)| m.n)
-            .collect()
-    };
+    let numbers = |s: usize, label: &str, kind: &str, phase: u32| numbers(rec.markers(s), label, kind, phase);
     for (phase, &(segment, mode)) in (0..).zip(&expect.phases) {
         for who in BOTH {
             let label = c.label(who);
@@ -603,40 +449,36 @@ async fn incident_at_scale(db: Option<TestDatabase>) {
     let configured = master_path.clone();
     let app = TestApp::spawn_with(db, move |c| c.master_key_file = Some(configured)).await;
 
-    let monday = Timestamp::now()
-        .to_zoned(london())
-        .date()
-        .checked_add(jiff::Span::new().days(14))
-        .unwrap()
-        .nth_weekday(1, Weekday::Monday)
-        .unwrap();
+    let monday = next_monday();
     set_clock(&app.clock, at(monday, 8, 0));
     let mut practices = Vec::new();
     for p in 0..PRACTICES {
         practices.push(app.practice(&format!("Practice {p}")).await);
     }
-    let seeded = join_all((0..CONSULTATIONS).map(|i| seed(&app, practices[i % PRACTICES], monday, i))).await;
+    let booked =
+        join_all((0..CONSULTATIONS).map(|i| Booked::new(&app, practices[i % PRACTICES], monday, 9))).await;
     set_clock(&app.clock, at(monday, 8, 55));
     let mut consultations = Vec::new();
     let mut clients = Vec::new();
-    for (mut c, apis) in seeded {
-        let [patient_api, clinician_api] = &apis;
-        let path = format!("/api/v1/appointments/{}", c.appointment);
-        let (status, body) = patient_api.post(&format!("{path}/check-in"), json!({})).await;
-        assert_eq!(status, StatusCode::OK, "{}: check-in: {body}", c.name);
-        let (status, body) = clinician_api.post(&format!("{path}/start"), json!({})).await;
-        assert_eq!(status, StatusCode::OK, "{}: start: {body}", c.name);
+    for (index, b) in booked.into_iter().enumerate() {
+        b.check_in_and_start().await;
         let facts = app
             .running
             .state
             .store
-            .consultation_ref(c.appointment.parse().unwrap())
+            .consultation_ref(b.appointment.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
-        c.id = facts.id.to_string();
-        consultations.push(c);
-        clients.push(apis);
+        consultations.push(Consultation {
+            name: format!("C{index:02}"),
+            id: facts.id.to_string(),
+            appointment: b.appointment,
+            practice: b.practice,
+            patient: b.patient,
+            clinician: b.clinician,
+        });
+        clients.push([b.patient_api, b.clinician_api]);
     }
     let names: HashMap<String, String> = consultations
         .iter()
@@ -704,7 +546,7 @@ async fn incident_at_scale(db: Option<TestDatabase>) {
     let state = &running.state;
     let mut recordings = HashMap::new();
     for (c, events) in consultations.iter().zip(&scripts) {
-        let rec = recorded(state, &master, c).await;
+        let rec = Recording::read(state, &master, &c.appointment, &c.patient).await;
         check_recording(c, &rec, &expected(events), &names);
         recordings.insert(rec.id, c.name.clone());
     }

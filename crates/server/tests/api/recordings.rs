@@ -1,6 +1,6 @@
 //! Recordings after the call, end to end: a real call between str0m peers through the server's SFU is
-//! completed, remuxed into an encrypted WebM playback copy, listed and played back with HTTP ranges by
-//! its two participants only; a colleague opens it by break-glass with a reason the patient sees; the
+//! completed, remuxed into encrypted WebM playback copies (the recording's own, with everyone's tracks,
+//! and one per participant), listed and played back with HTTP ranges by its two participants only; a colleague opens it by break-glass with a reason the patient sees; the
 //! practice turns replay off and on; retention crypto-erases it.
 
 use std::time::{Duration, Instant};
@@ -201,6 +201,16 @@ async fn ticket(app: &TestApp, api: &Client, id: &str) -> (StatusCode, Value, St
     (status, body, url)
 }
 
+/// The kinds of a WebM file's tracks, in number order.
+fn webm_tracks(bytes: &[u8]) -> Vec<String> {
+    let file =
+        matroska_demuxer::MatroskaFile::open(std::io::Cursor::new(bytes.to_vec())).expect("a WebM file");
+    file.tracks()
+        .iter()
+        .map(|t| format!("{:?}", t.track_type()))
+        .collect()
+}
+
 fn webm_duration_ms(bytes: &[u8]) -> f64 {
     let file =
         matroska_demuxer::MatroskaFile::open(std::io::Cursor::new(bytes.to_vec())).expect("a WebM file");
@@ -230,6 +240,8 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
     let id = w.recording.clone();
     let entry = format!("/api/v1/recordings/{id}");
     let media = format!("/api/v1/recordings/{id}/media");
+    let patient_media = format!("{media}/{}", w.patient.id);
+    let clinician_media = format!("{media}/{}", w.clinician.id);
 
     let ready = wait_until_ready(&w.patient_api, &id).await;
     for (who, api, me) in [
@@ -253,6 +265,13 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
         let participants: Vec<&Value> = body["participants"].as_array().unwrap().iter().collect();
         assert_eq!(participants.len(), 2);
         assert!(participants.iter().any(|p| p["id"] == json!(me.id)), "{body}");
+        for p in &participants {
+            assert_eq!(
+                p["media_url"],
+                json!(format!("{media}/{}", p["id"].as_str().unwrap())),
+                "each participant's own copy: {body}"
+            );
+        }
         assert!(body["ended_at"].as_i64().unwrap() >= body["started_at"].as_i64().unwrap());
     }
     let duration = ready["duration_ms"].as_i64().unwrap() as f64;
@@ -300,12 +319,55 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
         let (status, headers, _) = ranged(api, &url, Some(&format!("bytes={total}-"))).await;
         assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(headers["content-range"], format!("bytes */{total}").as_str());
+        // Each participant's own copy in the same play session: their audio and video only, as long as
+        // the call, and no new access.
+        let copies = body["participants"].as_array().unwrap();
+        let mut ids: Vec<&str> = copies
+            .iter()
+            .map(|c| c["participant_id"].as_str().unwrap())
+            .collect();
+        ids.sort_unstable();
+        let mut expected = [w.patient.id.to_string(), w.clinician.id.to_string()];
+        expected.sort_unstable();
+        assert_eq!(ids, expected, "one copy per participant: {body}");
+        for copy in copies {
+            let url = app.url(copy["media_url"].as_str().unwrap());
+            let (status, headers, one) = ranged(api, &url, None).await;
+            assert_eq!(status, StatusCode::OK, "{copy}");
+            assert_eq!(headers["content-type"], "video/webm");
+            assert_eq!(one[..4], EBML_MAGIC);
+            // The peers' synthetic video has no VP8 keyframe, so the remux keeps their audio only.
+            assert_eq!(webm_tracks(&one), ["Audio"], "one participant's sound: {copy}");
+            let ms = webm_duration_ms(&one);
+            assert!(
+                (ms - w.call_ms as f64).abs() <= w.call_ms as f64 * 0.1,
+                "{copy}: the copy says {ms} ms, the call took {} ms",
+                w.call_ms
+            );
+            assert!((0..1000).contains(&copy["offset_ms"].as_i64().unwrap()), "{copy}");
+            let (status, _, tail) = ranged(api, &url, Some("bytes=-10")).await;
+            assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+            assert_eq!(tail, one[one.len() - 10..]);
+        }
+        // In the same session, someone who was not in the call has no copy.
+        let unknown = url.replace("/media?", &format!("/media/{}?", uuid::Uuid::new_v4()));
+        let (status, _, _) = ranged(api, &unknown, Some("bytes=0-3")).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "no copy of someone who was not there"
+        );
         let plays = log_entries(&w, who, "recording.play").await;
         if who.id != w.patient.id {
             assert_eq!(plays.len(), 1, "one play session, one entry: {plays:?}");
         }
         whole = all;
     }
+    assert_eq!(
+        webm_tracks(&whole),
+        ["Audio", "Audio"],
+        "the recording's own copy has everyone's tracks"
+    );
     let seconds = webm_duration_ms(&whole);
     assert!(
         (seconds - w.call_ms as f64).abs() <= w.call_ms as f64 * 0.1,
@@ -328,7 +390,12 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
         ("a clinician of another practice", &w.other_clinician_api),
         ("the practice admin", &w.admin_api),
     ] {
-        for path in [entry.clone(), media.clone()] {
+        for path in [
+            entry.clone(),
+            media.clone(),
+            patient_media.clone(),
+            clinician_media.clone(),
+        ] {
             let (status, body) = api.get(&path).await;
             assert_eq!(
                 (status, body),
@@ -343,9 +410,14 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
             "playback as {who}"
         );
         // Someone else's ticket is worth nothing.
-        let (_, _, url) = ticket(&app, &w.patient_api, &id).await;
+        let (_, body, url) = ticket(&app, &w.patient_api, &id).await;
         let (status, _, _) = ranged(api, &url, Some("bytes=0-3")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "a stolen ticket as {who}");
+        for copy in body["participants"].as_array().unwrap() {
+            let url = app.url(copy["media_url"].as_str().unwrap());
+            let (status, _, _) = ranged(api, &url, Some("bytes=0-3")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "a stolen ticket as {who}");
+        }
         let (status, list) = api.get("/api/v1/recordings").await;
         if status == StatusCode::OK {
             assert!(!list.to_string().contains(&id), "{who}'s list: {list}");
@@ -357,7 +429,13 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
             );
         }
     }
-    for path in [entry.clone(), media.clone(), "/api/v1/recordings".to_owned()] {
+    for path in [
+        entry.clone(),
+        media.clone(),
+        patient_media.clone(),
+        clinician_media.clone(),
+        "/api/v1/recordings".to_owned(),
+    ] {
         assert_eq!(anonymous.get(&path).await.0, StatusCode::UNAUTHORIZED, "{path}");
     }
 
@@ -369,7 +447,13 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
         assert!(html.as_str().unwrap().contains(&page));
         let (status, html) = api.get(&page).await;
         assert_eq!(status, StatusCode::OK, "{html}");
-        assert!(html.as_str().unwrap().contains("<video controls"), "{html}");
+        let html = html.as_str().unwrap();
+        assert_eq!(
+            html.matches("<video controls").count(),
+            2,
+            "a player each: {html}"
+        );
+        assert!(html.contains("/static/recording.js"), "{html}");
     }
     for api in [
         &w.stranger_api,
@@ -482,12 +566,7 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
 
     // A tampered copy is refused, never played.
     let copy_dir = app.dir.path().join("blobs").join("recordings").join(&id);
-    let copy = std::fs::read_dir(&copy_dir)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+    let copy = copy_dir.join(format!("{id}.webm.enc"));
     let original = std::fs::read(&copy).unwrap();
     let mut altered = original.clone();
     altered[20] ^= 0x01;
@@ -536,8 +615,10 @@ async fn recordings_end_to_end(db: Option<TestDatabase>) {
             (StatusCode::OK, &json!("expired")),
             "{body}"
         );
-        let (status, body) = api.get(&media).await;
-        assert_eq!((status, body), (StatusCode::NOT_FOUND, not_found_body()));
+        for path in [&media, &patient_media] {
+            let (status, body) = api.get(path).await;
+            assert_eq!((status, body), (StatusCode::NOT_FOUND, not_found_body()));
+        }
     }
     app.stop().await;
 }
@@ -653,8 +734,25 @@ async fn playback_copies_live_in_s3_when_configured() {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".webm.enc"))
         .collect();
-    assert_eq!(objects.len(), 1, "one copy in the bucket");
-    let object = std::fs::read(objects[0].path()).unwrap();
+    let mut names: Vec<String> = objects
+        .iter()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_unstable();
+    let mut expected: Vec<String> = [
+        &w.recording,
+        &w.patient.id.to_string(),
+        &w.clinician.id.to_string(),
+    ]
+    .iter()
+    .map(|name| format!("{name}.webm.enc"))
+    .collect();
+    expected.sort_unstable();
+    assert_eq!(
+        names, expected,
+        "the recording's copy and one per participant, once each"
+    );
+    let object = std::fs::read(stored.join(format!("{}.webm.enc", w.recording))).unwrap();
     assert!(object.len() > all.len(), "stored with nonces and tags");
     assert!(
         !object.windows(64).any(|w| w == &all[..64]),
