@@ -10,6 +10,10 @@
 // media arrives in it, next to the page's own video. The page names slot 0 by `data-with` and may name
 // slot 1 by `data-second` (else "Invited guest") and say by `data-second-role` what that person is in
 // the consultation (else "guest"), so that chat messages carry the right name.
+// The viewer may choose the camera and microphone, before joining and during the call: a new device's
+// track replaces the old one on the same line, so the SFU sees no change. Once a second the page reads
+// the connection's statistics, shows how good the connection is (round trip and packets lost since the
+// last look) and whether each slot still receives media.
 // Before joining, the viewer answers whether they may be recorded; the answer goes with the join, and
 // they can change it during the call. The chat is kept in the consultation's record: sent by POST, and
 // received (everyone's, including one's own) from the server's event stream.
@@ -31,6 +35,11 @@
   var status = document.getElementById("call-status");
   var localVideo = document.getElementById("local-video");
   var people = document.getElementById("call-people");
+  var quality = document.getElementById("call-quality");
+  var choices = {
+    audio: document.getElementById("call-microphone"),
+    video: document.getElementById("call-camera-choice")
+  };
   var buttons = {
     mute: document.getElementById("call-mute"),
     camera: document.getElementById("call-camera"),
@@ -62,6 +71,14 @@
     return { name: name, audio: null, video: null, tile: null, bytes: 0, seen: 0 };
   });
   var watching = null;
+  // Totals from the last statistics read, for the loss since then.
+  var lastPackets = { received: 0, lost: 0 };
+
+  // What getUserMedia should ask for a kind: the chosen device, if one was chosen.
+  function wanted(kind) {
+    var id = choices[kind] && choices[kind].value;
+    return id ? { deviceId: { exact: id } } : true;
+  }
 
   function say(text) {
     status.textContent = text;
@@ -178,6 +195,17 @@
     });
   }
 
+  // Good, fair or poor, from the round trip (seconds) and the share of packets lost.
+  function showQuality(rtt, lost) {
+    if (!quality) {
+      return;
+    }
+    var level = rtt < 0.15 && lost < 0.02 ? "good" : rtt < 0.3 && lost < 0.08 ? "fair" : "poor";
+    quality.setAttribute("data-quality", level);
+    quality.textContent = "Connection: " + level + " (round trip " + Math.round(rtt * 1000) + " ms, " +
+      (lost * 100).toFixed(1) + "% of packets lost)";
+  }
+
   // Media arriving in a slot keeps its tile up; a slot that has gone quiet (its person left) loses it.
   function watch() {
     var connection = pc;
@@ -189,10 +217,17 @@
         return;
       }
       var bytes = remotes.map(function () { return 0; });
+      var rtt = null;
+      var packets = { received: 0, lost: 0 };
       stats.forEach(function (report) {
+        if (report.type === "candidate-pair" && report.nominated && report.currentRoundTripTime !== undefined) {
+          rtt = report.currentRoundTripTime;
+        }
         if (report.type !== "inbound-rtp") {
           return;
         }
+        packets.received += report.packetsReceived || 0;
+        packets.lost += Math.max(0, report.packetsLost || 0);
         remotes.forEach(function (remote, i) {
           [remote.audio, remote.video].forEach(function (t) {
             if (t && (report.trackIdentifier === t.receiver.track.id || (t.mid && report.mid === t.mid))) {
@@ -201,6 +236,12 @@
           });
         });
       });
+      var received = packets.received - lastPackets.received;
+      var lostSince = packets.lost - lastPackets.lost;
+      lastPackets = packets;
+      if (rtt !== null && received + lostSince > 0) {
+        showQuality(rtt, lostSince / (received + lostSince));
+      }
       var now = Date.now();
       remotes.forEach(function (remote, i) {
         if (bytes[i] > remote.bytes) {
@@ -217,6 +258,7 @@
     if (pc) {
       pc.close();
     }
+    lastPackets = { received: 0, lost: 0 };
     pc = new RTCPeerConnection({ iceServers: [] });
     pc.addEventListener("connectionstatechange", function () {
       var state = pc.connectionState;
@@ -386,7 +428,7 @@
       switching = negotiate(base + "/mode");
     } else {
       mode = "video";
-      switching = navigator.mediaDevices.getUserMedia({ video: true }).then(function (stream) {
+      switching = navigator.mediaDevices.getUserMedia({ video: wanted("video") }).then(function (stream) {
         addVideo(stream.getVideoTracks()[0]);
         localVideo.srcObject = local;
         buttons.camera.setAttribute("aria-pressed", "false");
@@ -446,9 +488,64 @@
   buttons.joinUnrecorded.addEventListener("click", function () { answer("withdrawn"); });
   listen();
 
+  // Lists the devices of each kind, the one in use selected. Names are only given once the page may use
+  // a camera or microphone, so this runs after the first getUserMedia.
+  function listDevices() {
+    return navigator.mediaDevices.enumerateDevices().then(function (devices) {
+      ["audio", "video"].forEach(function (kind) {
+        var select = choices[kind];
+        if (!select) {
+          return;
+        }
+        var track = kind === "audio" ? local.getAudioTracks()[0] : local.getVideoTracks()[0];
+        var current = track && track.getSettings ? track.getSettings().deviceId : select.value;
+        select.textContent = "";
+        devices.filter(function (d) { return d.kind === kind + "input"; }).forEach(function (d, i) {
+          var option = document.createElement("option");
+          option.value = d.deviceId;
+          option.textContent = d.label || (kind === "audio" ? "Microphone " : "Camera ") + (i + 1);
+          option.selected = d.deviceId === current;
+          select.appendChild(option);
+        });
+        select.disabled = select.options.length < 2;
+      });
+    });
+  }
+
+  // Puts the chosen device's track in place of the old one, on the preview and on the line it is sent on.
+  function useDevice(kind) {
+    var old = kind === "audio" ? local.getAudioTracks()[0] : local.getVideoTracks()[0];
+    if (!old) {
+      return; // no camera while audio only: the choice is used when video comes back
+    }
+    var constraints = {};
+    constraints[kind] = wanted(kind);
+    navigator.mediaDevices.getUserMedia(constraints).then(function (stream) {
+      var track = stream.getTracks()[0];
+      track.enabled = old.enabled;
+      var line = remotes[0][kind];
+      var replaced = line && pc ? line.sender.replaceTrack(track) : Promise.resolve();
+      return replaced.then(function () {
+        local.removeTrack(old);
+        local.addTrack(track);
+        old.stop();
+        localVideo.srcObject = local;
+      });
+    }).catch(function (error) {
+      say("That device could not be used: " + error.message);
+    });
+  }
+
+  ["audio", "video"].forEach(function (kind) {
+    if (choices[kind]) {
+      choices[kind].addEventListener("change", function () { useDevice(kind); });
+    }
+  });
+
   navigator.mediaDevices.getUserMedia({ audio: true, video: mode === "video" }).then(function (stream) {
     stream.getTracks().forEach(function (track) { local.addTrack(track); });
     localVideo.srcObject = local;
+    listDevices();
     say("Choose whether you may be recorded to join the call.");
     buttons.joinRecorded.disabled = false;
     buttons.joinUnrecorded.disabled = false;

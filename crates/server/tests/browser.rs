@@ -503,6 +503,21 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         )
         .await;
         assert_eq!(tab.text("#call-status").await.as_deref(), Some("Connected."));
+        // The devices in use can be chosen, and the connection's quality is shown from its statistics.
+        for select in ["call-microphone", "call-camera-choice"] {
+            tab.wait_for(
+                "a device to choose",
+                &format!("document.getElementById('{select}').options.length > 0"),
+            )
+            .await;
+        }
+        tab.wait_for(
+            "a good connection on loopback",
+            "document.getElementById('call-quality').getAttribute('data-quality') === 'good'",
+        )
+        .await;
+        let shown = tab.text("#call-quality").await.unwrap_or_default();
+        assert!(shown.contains("round trip"), "{}: {shown}", tab.name());
     }
 
     // The patient switches to audio only: the video stops both ways, the sound goes on.
