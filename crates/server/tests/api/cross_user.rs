@@ -81,6 +81,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/api/v1/recordings", Target::None),
     ep("GET", "/api/v1/recordings/{id}", Target::Recording),
     ep("GET", "/api/v1/recordings/{id}/media", Target::Recording),
+    // One participant's copy: the recording's patient's, so that the path names a real participant.
+    ep(
+        "GET",
+        "/api/v1/recordings/{id}/media/{participant}",
+        Target::Recording,
+    ),
     // Before completing, while the recording is still being made: break-glass first, so that a
     // colleague who broke the glass then reaches the recording's (not yet playable) media.
     ep("POST", "/api/v1/recordings/{id}/break-glass", Target::Recording),
@@ -117,6 +123,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Target::Appointment,
     ),
     ep("POST", "/api/v1/appointments/{id}/messages", Target::Appointment),
+    // Guests, while the consultation runs: only its clinician invites and lists them.
+    ep("POST", "/api/v1/appointments/{id}/guests", Target::Appointment),
+    ep("GET", "/api/v1/appointments/{id}/guests", Target::Appointment),
     ep("GET", "/api/v1/appointments/{id}/messages", Target::Appointment),
     ep(
         "GET",
@@ -529,6 +538,15 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                             allowed(started && (own || its_clinician), answer)
                         }
                         "/api/v1/appointments/{id}/no-show" => allowed(its_clinician, booked),
+                        "/api/v1/appointments/{id}/guests" => {
+                            let started = matches!(a.status, Visit::InConsultation | Visit::Completed);
+                            let answer = match endpoint.method {
+                                "GET" => Ok,
+                                _ if a.status == Visit::Completed => Conflict,
+                                _ => Created,
+                            };
+                            allowed(started && its_clinician, answer)
+                        }
                         // The consultation's two people, once it has started; writing only while it runs.
                         "/api/v1/appointments/{id}/call/consent"
                         | "/api/v1/appointments/{id}/messages"
@@ -562,9 +580,9 @@ fn expect(model: &Model, who: Option<&Person>, endpoint: &Endpoint, target: Opti
                     let may_see = own || its_clinician || glass;
                     match endpoint.path {
                         "/api/v1/recordings/{id}" => allowed(may_see, Ok),
-                        "/api/v1/recordings/{id}/media" | "/api/v1/recordings/{id}/playback" => {
-                            allowed(may_see, Conflict)
-                        }
+                        "/api/v1/recordings/{id}/media"
+                        | "/api/v1/recordings/{id}/media/{participant}"
+                        | "/api/v1/recordings/{id}/playback" => allowed(may_see, Conflict),
                         "/api/v1/recordings/{id}/break-glass" => allowed(colleague, Ok),
                         _ => NotFound,
                     }
@@ -930,6 +948,17 @@ fn path_for(model: &Model, endpoint: &Endpoint, target: Option<Uuid>) -> String 
             .path
             .replace("{id}", &owner(&model.exceptions, id).to_string())
             .replace("{exception_id}", &id.to_string()),
+        (Target::Recording, Some(id)) => {
+            let patient = model
+                .recordings
+                .iter()
+                .find(|r| r.id == id)
+                .map_or_else(Uuid::new_v4, |r| r.patient.as_uuid());
+            endpoint
+                .path
+                .replace("{id}", &id.to_string())
+                .replace("{participant}", &patient.to_string())
+        }
         (_, Some(id)) => endpoint.path.replace("{id}", &id.to_string()),
     }
 }
@@ -980,6 +1009,7 @@ async fn call(
             json!({"clinician_id": target, "start": "2001-01-01T09:00:00Z", "kind": "video"})
         }
         "/api/v1/appointments/{id}/reschedule" => json!({"start": "2001-01-01T09:00:00Z"}),
+        "/api/v1/appointments/{id}/guests" => json!({"name": "Ana Tolk", "role": "interpreter"}),
         "/api/v1/appointments/{id}/call" => {
             json!({"sdp": crate::peer::Peer::new("call").await.offer(true), "mode": "video"})
         }
