@@ -1,6 +1,6 @@
 //! `kill -9` in the middle of a recorded call. The real `confide serve` runs as a child process; a
-//! str0m peer in the patient's browser's place sends audio and video whose payloads carry their send
-//! time. The server is killed without warning, started again on the same data, and the call carries
+//! str0m peer in the patient's browser's place sends marked audio and video, each frame's send time
+//! noted. The server is killed without warning, started again on the same data, and the call carries
 //! on. The recording must then read back intact up to at most a second before the kill, end in a
 //! cleanly detected torn tail, and go on in a new segment after the restart.
 
@@ -20,17 +20,13 @@ use confide_media::sfu::recorder::segment_path;
 use confide_media::{MasterKey, SegmentError, SegmentReader, Track, WrappedKey};
 use confide_server::{Clock as _, ManualClock, ServerConfig, auth};
 use confide_store::{NewPractice, NewUser, Store};
+use confide_testpeer::{Marker, Peer};
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{Value, json};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use str0m::media::MediaKind;
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_confide");
@@ -295,159 +291,28 @@ impl Drop for Server {
     }
 }
 
-/// A str0m peer in a browser's place (full ICE, DTLS, SRTP over UDP on 127.0.0.1) that sends audio and
-/// video; alone in the call, it receives nothing.
-struct Peer {
-    rtc: Rtc,
-    socket: UdpSocket,
-    timeout: Instant,
-    connected: bool,
-    lines: [Mid; 2],
-    pending: Option<SdpPendingOffer>,
-    sent: [u64; 2],
-}
-
-impl Peer {
-    /// A peer and its offer: an audio and a video line, each send-and-receive, as a browser makes.
-    async fn new() -> (Peer, String) {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let now = Instant::now();
-        let mut rtc = Rtc::builder().build(now);
-        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let video = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
-        let (offer, pending) = api.apply().expect("a change to offer");
-        let mut peer = Peer {
-            rtc,
-            socket,
-            timeout: now,
-            connected: false,
-            lines: [audio, video],
-            pending: Some(pending),
-            sent: [0, 0],
-        };
-        peer.drain();
-        (peer, offer.to_sdp_string())
-    }
-
-    fn accept(&mut self, answer: &str) {
-        let answer = SdpAnswer::from_sdp_string(answer).expect("the SFU's answer parses");
-        let pending = self.pending.take().expect("an offer in flight");
-        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        self.drain();
-    }
-
-    fn pump(&mut self) {
-        let mut buf = vec![0; 2048];
-        while let Ok((n, source)) = self.socket.try_recv_from(&mut buf) {
-            let destination = self.socket.local_addr().unwrap();
-            let Ok(receive) = Receive::new(Protocol::Udp, source, destination, &buf[..n]) else {
-                continue;
-            };
-            self.rtc
-                .handle_input(Input::Receive(Instant::now(), receive))
-                .unwrap();
-            self.drain();
-        }
-        let now = Instant::now();
-        if self.timeout <= now {
-            self.rtc.handle_input(Input::Timeout(now)).unwrap();
-            self.drain();
-        }
-    }
-
-    fn drain(&mut self) {
-        loop {
-            match self.rtc.poll_output().unwrap() {
-                Output::Timeout(t) => {
-                    self.timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
-                Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    /// Sends `marker` as a frame of `kind`; a video frame's first byte is VP8's (inverse) keyframe flag.
-    fn send(&mut self, kind: MediaKind, marker: &str) {
-        let video = kind == MediaKind::Video;
-        let (codec, rate, step) = if video {
-            (Codec::Vp8, Frequency::NINETY_KHZ, 1800)
-        } else {
-            (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, 960)
-        };
-        let slot = usize::from(video);
-        let payload = if video {
-            let mut payload = vec![u8::from(self.sent[slot] > 0)];
-            payload.extend_from_slice(marker.as_bytes());
-            payload
-        } else {
-            marker.as_bytes().to_vec()
-        };
-        let time = MediaTime::new(self.sent[slot] * step, rate);
-        self.sent[slot] += 1;
-        let writer = self.rtc.writer(self.lines[slot]).expect("a writer");
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == codec)
-            .expect("codec negotiated")
-            .pt();
-        writer.write(pt, Instant::now(), time, payload).unwrap();
-        self.drain();
-    }
-
-    async fn run_for(&mut self, duration: Duration) {
-        let end = Instant::now() + duration;
-        loop {
-            self.pump();
-            if Instant::now() >= end {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-}
-
-/// A marker: "<call>/<kind>/<number>/<sent at, Unix ms>".
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Marker {
-    call: String,
-    kind: String,
-    n: u64,
+/// A frame sent, and when (Unix ms): what the recording is checked against.
+struct Sent {
+    marker: Marker,
     sent_ms: u64,
 }
 
-impl Marker {
-    fn text(&self) -> String {
-        format!("{}/{}/{}/{}", self.call, self.kind, self.n, self.sent_ms)
-    }
-
-    fn of_frame(track: Track, payload: &[u8]) -> Marker {
-        let bytes = if track == Track::Video {
-            &payload[1..]
-        } else {
-            payload
-        };
-        let text = std::str::from_utf8(bytes).expect("a marker payload");
-        let parts: Vec<&str> = text.split('/').collect();
-        assert_eq!(parts.len(), 4, "not a marker: {text}");
-        Marker {
-            call: parts[0].to_owned(),
-            kind: parts[1].to_owned(),
-            n: parts[2].parse().unwrap(),
-            sent_ms: parts[3].parse().unwrap(),
+/// Drives `peer` for `duration`.
+async fn run_for(peer: &mut Peer, duration: Duration) {
+    let end = Instant::now() + duration;
+    loop {
+        peer.pump();
+        if Instant::now() >= end {
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
-/// The patient joins the call from a new peer and it connects.
-async fn join(browser: &Browser, appointment: AppointmentId) -> Peer {
-    let (mut peer, offer) = Peer::new().await;
+/// The patient joins the call from a new peer, labelled `label` ("<call>/patient"), and it connects.
+async fn join(browser: &Browser, appointment: AppointmentId, label: &str) -> Peer {
+    let mut peer = Peer::new(label).await;
+    let offer = peer.offer(true);
     let answer = browser
         .expect(
             &format!("/api/v1/appointments/{appointment}/call"),
@@ -459,34 +324,42 @@ async fn join(browser: &Browser, appointment: AppointmentId) -> Peer {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !peer.connected {
         assert!(Instant::now() < deadline, "the call did not connect");
-        peer.run_for(Duration::from_millis(2)).await;
+        run_for(&mut peer, Duration::from_millis(2)).await;
     }
     // The SFU's side of the connection comes up a moment after the peer's.
-    peer.run_for(Duration::from_millis(300)).await;
+    run_for(&mut peer, Duration::from_millis(300)).await;
     peer
 }
 
-/// Sends an audio and a video frame every 20 ms, marked `call`, until `until` (given the count so far)
-/// says stop; returns the markers sent, in order.
-async fn stream(peer: &mut Peer, call: &str, mut until: impl FnMut(usize) -> bool) -> Vec<Marker> {
+/// Sends an audio and a video frame every 20 ms until `until` (given the count so far) says stop;
+/// returns what was sent, in order.
+async fn stream(peer: &mut Peer, mut until: impl FnMut(usize) -> bool) -> Vec<Sent> {
     let mut sent = Vec::new();
     let mut next = Instant::now();
     let mut n = 0;
     while !until(sent.len()) {
-        for (kind, name) in [(MediaKind::Audio, "audio"), (MediaKind::Video, "video")] {
-            let marker = Marker {
-                call: call.to_owned(),
-                kind: name.to_owned(),
-                n,
-                sent_ms: now_ms(),
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let sent_ms = now_ms();
+            peer.send(kind, 0, n);
+            let name = if kind == MediaKind::Audio {
+                "audio"
+            } else {
+                "video"
             };
-            peer.send(kind, &marker.text());
-            sent.push(marker);
+            sent.push(Sent {
+                marker: Marker {
+                    label: peer.label.clone(),
+                    kind: name,
+                    phase: 0,
+                    n,
+                },
+                sent_ms,
+            });
         }
         n += 1;
         next += FRAME_INTERVAL;
         while Instant::now() < next {
-            peer.run_for(Duration::from_millis(1)).await;
+            run_for(peer, Duration::from_millis(1)).await;
         }
     }
     sent
@@ -520,7 +393,7 @@ fn read_segment(
     let mut markers = Vec::new();
     for frame in reader {
         match frame {
-            Ok(frame) => markers.push(Marker::of_frame(frame.track, &frame.payload)),
+            Ok(frame) => markers.push(Marker::of_frame(frame.track == Track::Video, &frame.payload)),
             Err(e) => return (markers, Some(e)),
         }
     }
@@ -559,20 +432,20 @@ async fn kill_9_loses_at_most_a_second_of_the_recording() {
     let mut server = Server::start(&config_file, dir.path().join("first.log"), url.clone());
     server.wait_until_healthy().await;
     let patient = Browser::login(&url, &seeded.patient_email, None).await;
-    let mut peer = join(&patient, seeded.appointment).await;
+    let mut peer = join(&patient, seeded.appointment, "before/patient").await;
     // Somewhere in the recorder's second seal interval or later, so the kill can land anywhere in one.
     let run_ms = rng.random_range(2000..3000);
     let started = now_ms();
-    let before = stream(&mut peer, "before", |_| now_ms() >= started + run_ms).await;
+    let before = stream(&mut peer, |_| now_ms() >= started + run_ms).await;
     let killed_at = now_ms();
     server.kill_9();
     drop(peer);
 
     let mut server = Server::start(&config_file, dir.path().join("second.log"), url.clone());
     server.wait_until_healthy().await;
-    let mut peer = join(&patient, seeded.appointment).await;
-    let after = stream(&mut peer, "after", |sent| sent >= 50).await;
-    peer.run_for(Duration::from_millis(300)).await;
+    let mut peer = join(&patient, seeded.appointment, "after/patient").await;
+    let after = stream(&mut peer, |sent| sent >= 50).await;
+    run_for(&mut peer, Duration::from_millis(300)).await;
     drop(peer);
     let output = server.stop().await;
     assert!(!output.contains("panicked"), "{output}");
@@ -616,22 +489,29 @@ async fn kill_9_loses_at_most_a_second_of_the_recording() {
         other => panic!("recording {recording} segment 0 must end in a torn tail, not {other:?}"),
     };
     assert!(
-        killed.iter().all(|m| m.call == "before"),
+        killed.iter().all(|m| m.group() == "before"),
         "recording {recording} segment 0"
     );
+    let sent_at = |m: &Marker| {
+        before
+            .iter()
+            .find(|s| s.marker == *m)
+            .unwrap_or_else(|| panic!("recording {recording} segment 0 holds {m:?}, never sent"))
+            .sent_ms
+    };
     let last = killed
         .iter()
-        .map(|m| m.sent_ms)
+        .map(sent_at)
         .max()
         .unwrap_or_else(|| panic!("recording {recording} segment 0 is empty"));
     let lost_ms = killed_at.saturating_sub(last);
     for kind in ["audio", "video"] {
-        let due: Vec<u64> = before
+        let due: Vec<u32> = before
             .iter()
-            .filter(|m| m.kind == kind && m.sent_ms + LOSS_BOUND_MS <= killed_at)
-            .map(|m| m.n)
+            .filter(|s| s.marker.kind == kind && s.sent_ms + LOSS_BOUND_MS <= killed_at)
+            .map(|s| s.marker.n)
             .collect();
-        let kept: Vec<u64> = killed
+        let kept: Vec<u32> = killed
             .iter()
             .filter(|m| m.kind == kind)
             .map(|m| m.n)
@@ -654,12 +534,12 @@ async fn kill_9_loses_at_most_a_second_of_the_recording() {
     let (resumed, error) = read_segment(&recordings, &key, recording.as_uuid(), 1);
     assert!(error.is_none(), "recording {recording} segment 1: {error:?}");
     for kind in ["audio", "video"] {
-        let of_kind = |markers: &[Marker]| -> Vec<Marker> {
-            markers.iter().filter(|m| m.kind == kind).cloned().collect()
+        let of_kind = |markers: &mut dyn Iterator<Item = &Marker>| -> Vec<Marker> {
+            markers.filter(|m| m.kind == kind).cloned().collect()
         };
         assert_eq!(
-            of_kind(&resumed),
-            of_kind(&after),
+            of_kind(&mut resumed.iter()),
+            of_kind(&mut after.iter().map(|s| &s.marker)),
             "recording {recording} segment 1: every {kind} frame sent after the restart, in order"
         );
     }
