@@ -189,10 +189,9 @@ fn sqlite_error(e: rusqlite::Error) -> StoreError {
 fn write_batch_sqlite(conn: &mut rusqlite::Connection, events: &[AuditEvent]) -> rusqlite::Result<Vec<i64>> {
     // IMMEDIATE takes the write lock before reading the head, so no other writer can slip in between.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (seq, hash): (i64, String) =
-        tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+    let (seq, hash): (i64, String) = tx
+        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let hash = Hash::from_hex(&hash).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, "audit head hash".into())
     })?;
@@ -221,10 +220,8 @@ fn write_batch_sqlite(conn: &mut rusqlite::Connection, events: &[AuditEvent]) ->
         }
     }
     if let Some(last) = entries.last() {
-        tx.execute(
-            "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
-            rusqlite::params![last.seq, last.hash.to_hex()],
-        )?;
+        tx.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
+            .execute(rusqlite::params![last.seq, last.hash.to_hex()])?;
     }
     tx.commit()?;
     Ok(entries.iter().map(|e| e.seq).collect())

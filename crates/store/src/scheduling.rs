@@ -146,6 +146,7 @@ pub struct NewTime {
     pub offers: KindsOffered,
 }
 
+#[derive(Clone, Copy)]
 pub struct NewAppointment<'a> {
     pub id: AppointmentId,
     pub clinician: UserId,
@@ -279,9 +280,7 @@ async fn claim_units(
         .execute(&mut **tx)
         .await;
         match claimed {
-            // A deadlock here is two changes reaching for each other's time at once: the database
-            // rolled this one back, and for its caller the time was taken.
-            Err(e) if is_unique_violation(&e) || is_deadlock(&e) => return Err(Conflict::SlotTaken.into()),
+            Err(e) if is_unique_violation(&e) => return Err(Conflict::SlotTaken.into()),
             other => other?,
         };
     }
@@ -290,6 +289,27 @@ async fn claim_units(
 
 fn is_deadlock(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+}
+
+/// Times a booking change runs when PostgreSQL ends it as a deadlock's victim.
+const DEADLOCK_ATTEMPTS: u32 = 3;
+
+/// Runs a change again when PostgreSQL ended it as a deadlock's victim: two changes reached for each
+/// other's time at once, and the victim was undone whole. Answering "slot taken" would be wrong when the
+/// victim was moving out of the very time the other one wanted; run again after the other, it gets the
+/// answer it would have had in turn.
+async fn retry_deadlocks<T, F, Fut>(mut change: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match change().await {
+            Err(StoreError::Database(e)) if is_deadlock(&e) && attempt < DEADLOCK_ATTEMPTS => attempt += 1,
+            done => return done,
+        }
+    }
 }
 
 async fn release_units(tx: &mut Transaction<'static, Any>, appointment: &str) -> Result<()> {
@@ -672,6 +692,15 @@ impl Store {
         new: NewAppointment<'_>,
         triage: Option<crate::triage::SharedTriage<'_>>,
     ) -> Result<Appointment> {
+        retry_deadlocks(|| self.book_once(grant, new, triage)).await
+    }
+
+    async fn book_once(
+        &self,
+        grant: &Grant<BookAppointment>,
+        new: NewAppointment<'_>,
+        triage: Option<crate::triage::SharedTriage<'_>>,
+    ) -> Result<Appointment> {
         let on = grant.on();
         let (patient, practice) = (on.patient.patient.to_string(), on.practice.to_string());
         let (id, clinician) = (new.id.to_string(), new.clinician.to_string());
@@ -864,6 +893,17 @@ impl Store {
     /// Moves a booked appointment to a new time, unless it starts before `earliest_start_ms` (the
     /// cutoff). If the new time is taken, nothing changes.
     pub async fn reschedule_appointment(
+        &self,
+        grant: &Grant<RescheduleAppointment>,
+        to: NewTime,
+        at_ms: i64,
+        earliest_start_ms: i64,
+        jobs: &[NewJob],
+    ) -> Result<Appointment> {
+        retry_deadlocks(|| self.reschedule_once(grant, to, at_ms, earliest_start_ms, jobs)).await
+    }
+
+    async fn reschedule_once(
         &self,
         grant: &Grant<RescheduleAppointment>,
         to: NewTime,

@@ -36,6 +36,7 @@ pub struct TriageUpdate<'a> {
 }
 
 /// The summary attached to an appointment at booking: which conversation, and a copy of what it said.
+#[derive(Clone, Copy)]
 pub struct SharedTriage<'a> {
     pub grant: &'a Grant<ShareTriageSummary>,
     pub summary: &'a str,
