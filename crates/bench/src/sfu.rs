@@ -2,9 +2,10 @@
 //! 127.0.0.1) make concurrent 1:1 calls through the real driver with the real recorder writing encrypted
 //! segments, each side sending 720p-like video (2.5 Mbit/s at 30 fps) and Opus-like audio (32 kbit/s in
 //! 20 ms frames). Every frame carries its send time and number, so the receiving client measures latency and
-//! loss. In the same run, a floor: the same clients send the same frames as plain UDP packets through a
-//! bare relay thread (no ICE, no SRTP, no SFU logic); the SFU's latency minus the floor's is what the SFU
-//! adds. The SFU's workers and the recorder (with its segments' sync threads) run on threads of their own,
+//! loss. In the same run, two floors: the same clients send the same frames as plain UDP packets through a
+//! bare relay thread (no ICE, no SRTP, no SFU logic), which shows what the network alone costs; and the same
+//! str0m clients make the same calls connected directly to each other, with nothing between them. The SFU's
+//! latency minus the direct calls' is what the SFU adds (see [`run_direct`]). The SFU's workers and the recorder (with its segments' sync threads) run on threads of their own,
 //! whose CPU time gives forwarded packets per core, whatever the clients cost. Last, the recording writer's throughput against raw AES-256-GCM.
 
 use std::collections::HashMap;
@@ -104,6 +105,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<bool> {
         .collect::<Result<Vec<_>, _>>()?;
     let floor = run_floor(&clients, sockets, &noise, measure).await?;
     let (sockets, floor) = floor;
+    let direct = run_direct(&clients, calls, &noise, measure).await?;
 
     let dir = tempfile::tempdir()?;
     let recordings = dir.path().join("recordings");
@@ -129,6 +131,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<bool> {
         calls,
         measure,
         floor,
+        direct,
         sfu,
         recorded_bytes,
         recorder_dropped: server.sfu.recorder_dropped(),
@@ -444,6 +447,68 @@ async fn run_floor(
     Ok((sockets, run.with(tally)))
 }
 
+/// The same str0m clients and frames as through the SFU, each call's two sides connected to each other
+/// directly (full ICE, DTLS, SRTP), with nothing between them. The SFU's added latency is its run's
+/// minus this one's: both sides do the same work for every frame (packetizing, encrypting, depacketizing,
+/// and waiting for a core on this machine while the other clients do theirs), so what remains is the
+/// forwarding and what the SFU's own work costs the clients in waiting. The bare relay's floor leaves the
+/// clients' str0m work out and would count all of it as the SFU's.
+async fn run_direct(
+    clients: &Runtime,
+    calls: usize,
+    noise: &Arc<[u8]>,
+    measure: Duration,
+) -> anyhow::Result<Run> {
+    let ctl = Control::new();
+    let n = 2 * calls;
+    let mut tasks = Vec::with_capacity(n);
+    for call in 0..calls {
+        let now = Instant::now();
+        let mut sides = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let socket = bind(CLIENT_BUFFER)?;
+            socket.set_nonblocking(true)?;
+            let local = socket.local_addr()?;
+            let mut rtc = Rtc::builder().build(now);
+            rtc.add_local_candidate(Candidate::host(local, "udp")?);
+            sides.push((rtc, socket));
+        }
+        let (mut answerer, answerer_socket) = sides.pop().context("two sides")?;
+        let (mut offerer, offerer_socket) = sides.pop().context("two sides")?;
+        let mut api = offerer.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api.apply().context("an offer")?;
+        let answer = answerer.sdp_api().accept_offer(offer)?;
+        offerer.sdp_api().accept_answer(pending, answer)?;
+        for (index, rtc, socket) in [
+            (2 * call, offerer, offerer_socket),
+            (2 * call + 1, answerer, answerer_socket),
+        ] {
+            let (ctl, noise) = (ctl.clone(), noise.clone());
+            let schedule = Schedule::new(index, n, now);
+            tasks.push(clients.handle.spawn(async move {
+                let socket = UdpSocket::from_std(socket)?;
+                let client = CallClient::new(rtc, socket, [audio, video], ctl, noise, schedule)?;
+                anyhow::Ok(client.finish().await)
+            }));
+        }
+    }
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while ctl.ready.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (start, end) = ctl.open_window(measure);
+    let window = measure_window(start, end, &["bench-clients"], || 0).await;
+    tokio::time::sleep(GRACE).await;
+    ctl.exit.store(true, Ordering::Relaxed);
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.absorb(task.await??);
+    }
+    Ok(window.with(tally))
+}
+
 /// Forwards every datagram to the other socket of its pair: the least a forwarder can do.
 fn relay_loop(
     socket: StdUdpSocket,
@@ -718,26 +783,49 @@ impl CallClient {
         let answer = sfu.join(room, who, offer.to_sdp_string()).await?;
         rtc.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
-        let mut client = CallClient {
+        let client = CallClient::new(
             rtc,
             socket,
-            local,
-            timeout: now,
-            mids: [audio, video],
+            [audio, video],
+            ctl,
+            noise,
+            Schedule::new(index, of, now),
+        )?;
+        Ok(client.finish().await)
+    }
+
+    fn new(
+        rtc: Rtc,
+        socket: UdpSocket,
+        mids: [Mid; 2],
+        ctl: Arc<Control>,
+        noise: Arc<[u8]>,
+        schedule: Schedule,
+    ) -> anyhow::Result<CallClient> {
+        Ok(CallClient {
+            rtc,
+            local: socket.local_addr()?,
+            socket,
+            timeout: Instant::now(),
+            mids,
             pts: None,
             keyframe_due: true,
             ready: false,
             ctl,
             noise,
-            schedule: Schedule::new(index, of, now),
+            schedule,
             tally: Tally::default(),
-        };
+        })
+    }
+
+    /// Runs the call until the bench ends it and returns what this side saw.
+    async fn finish(mut self) -> Tally {
         // A failed connection ends this client only: what its peer sent it counts as lost.
-        if let Err(e) = client.run().await {
+        if let Err(e) = self.run().await {
             eprintln!("a client's connection failed: {e}");
-            client.tally.failed += 1;
+            self.tally.failed += 1;
         }
-        Ok(client.tally)
+        self.tally
     }
 
     async fn run(&mut self) -> anyhow::Result<()> {
@@ -931,6 +1019,7 @@ struct Report {
     calls: usize,
     measure: Duration,
     floor: Run,
+    direct: Run,
     sfu: Run,
     recorded_bytes: u64,
     recorder_dropped: u64,
@@ -963,37 +1052,59 @@ impl Report {
         let floor_loss =
             1.0 - self.floor.tally.received_packets as f64 / (self.floor.tally.sent_packets.max(1)) as f64;
         let sfu_loss = self.sfu.tally.frame_loss();
+        let (d50, d99) = (
+            self.direct.tally.percentile_ms(0.5),
+            self.direct.tally.percentile_ms(0.99),
+        );
+        let direct_loss = self.direct.tally.frame_loss();
 
-        println!("{:<34} {:>14} {:>14}", "", "floor (relay)", "sfu + recorder");
-        let row = |label: &str, floor: String, sfu: String| println!("{label:<34} {floor:>14} {sfu:>14}");
-        row("calls", self.calls.to_string(), self.calls.to_string());
+        println!(
+            "{:<34} {:>14} {:>14} {:>14}",
+            "", "floor (relay)", "direct calls", "sfu + recorder"
+        );
+        let row = |label: &str, floor: String, direct: String, sfu: String| {
+            println!("{label:<34} {floor:>14} {direct:>14} {sfu:>14}")
+        };
+        let sent = |run: &Run| (run.tally.sent[0] + run.tally.sent[1]).to_string();
+        row(
+            "calls",
+            self.calls.to_string(),
+            self.calls.to_string(),
+            self.calls.to_string(),
+        );
         row(
             "frames sent in window (a+v)",
-            (self.floor.tally.sent[0] + self.floor.tally.sent[1]).to_string(),
-            (self.sfu.tally.sent[0] + self.sfu.tally.sent[1]).to_string(),
+            sent(&self.floor),
+            sent(&self.direct),
+            sent(&self.sfu),
         );
         row(
             "frames skipped by clients",
             self.floor.tally.skipped.to_string(),
+            self.direct.tally.skipped.to_string(),
             self.sfu.tally.skipped.to_string(),
         );
         row(
             "clients whose connection failed",
             "-".into(),
+            self.direct.tally.failed.to_string(),
             self.sfu.tally.failed.to_string(),
         );
         row(
             "forwarded packets/s",
             format!("{floor_pps:.0}"),
+            "-".into(),
             format!("{sfu_pps:.0}"),
         );
         row(
             "forwarder CPU % (of one core)",
             format!("{:.1}", pct(floor_cpu, &self.floor)),
+            "-".into(),
             format!("{:.1}", pct(sfu_cpu, &self.sfu)),
         );
         row(
             "  of which SFU / recorder / syncs",
+            "-".into(),
             "-".into(),
             format!(
                 "{:.1} / {:.1} / {:.1}",
@@ -1002,30 +1113,52 @@ impl Report {
                 pct(sync_threads, &self.sfu)
             ),
         );
+        let clients = |run: &Run| format!("{:.1}", pct(run.cpu_of("bench-clients"), run));
         row(
             "client thread CPU %",
-            format!("{:.1}", pct(self.floor.cpu_of("bench-clients"), &self.floor)),
-            format!("{:.1}", pct(self.sfu.cpu_of("bench-clients"), &self.sfu)),
+            clients(&self.floor),
+            clients(&self.direct),
+            clients(&self.sfu),
         );
+        let process = |run: &Run| format!("{:.1}", pct(run.process_cpu, run));
         row(
             "process CPU % (all threads)",
-            format!("{:.1}", pct(self.floor.process_cpu, &self.floor)),
-            format!("{:.1}", pct(self.sfu.process_cpu, &self.sfu)),
+            process(&self.floor),
+            process(&self.direct),
+            process(&self.sfu),
         );
         row(
             "forwarded packets/s per core",
             format!("{floor_per_core:.0}"),
+            "-".into(),
             format!("{sfu_per_core:.0}"),
         );
-        row("latency p50 ms", format!("{f50:.3}"), format!("{s50:.3}"));
-        row("latency p99 ms", format!("{f99:.3}"), format!("{s99:.3}"));
         row(
-            "loss % (floor packets, sfu frames)",
+            "latency p50 ms",
+            format!("{f50:.3}"),
+            format!("{d50:.3}"),
+            format!("{s50:.3}"),
+        );
+        row(
+            "latency p99 ms",
+            format!("{f99:.3}"),
+            format!("{d99:.3}"),
+            format!("{s99:.3}"),
+        );
+        row(
+            "loss % (floor packets, others frames)",
             format!("{:.3}", 100.0 * floor_loss),
+            format!("{:.3}", 100.0 * direct_loss),
             format!("{:.3}", 100.0 * sfu_loss),
         );
-        let (added50, added99) = (s50 - f50, s99 - f99);
-        println!("added forwarding latency (sfu − floor): p50 {added50:.3} ms, p99 {added99:.3} ms");
+        let (added50, added99) = (s50 - d50, s99 - d99);
+        println!("added forwarding latency (sfu − direct calls): p50 {added50:.3} ms, p99 {added99:.3} ms");
+        println!(
+            "  for comparison, sfu − relay floor (which counts the clients' own str0m work as the SFU's): \
+             p50 {:.3} ms, p99 {:.3} ms",
+            s50 - f50,
+            s99 - f99
+        );
         println!(
             "ratio sfu / floor: forwarded packets/s {:.3}, per core {:.3}",
             sfu_pps / floor_pps,

@@ -3,21 +3,28 @@
 //! socket is shared between workers. Signaling goes through an [`SfuHandle`], which sends it to the
 //! worker that owns the room; every worker hands its recorded frames to the one channel.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::{Participant, ParticipantId, RecordedFrame, RoomId, Sfu, SfuError, Transmit};
 
-/// Largest datagram read; WebRTC keeps well below it (str0m's own bound is 2000).
-const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read with one system call (`recvmmsg`), at most. Each has a buffer of
+/// [`RECEIVE_BUFFER`] bytes: the kernel may coalesce a burst of equal-sized datagrams from one
+/// sender into one buffer (UDP GRO, which quinn-udp turns on), up to 64 KiB.
+const RECEIVE_DATAGRAMS: usize = 32;
+const RECEIVE_BUFFER: usize = 64 * 1024;
+/// The most a datagram sent in segments (UDP GSO) may carry in all.
+const MAX_SEGMENTED: usize = 64 * 1024 - 512;
 /// Frames buffered for a recorder that falls behind, about half a minute of a call.
 const RECORDED_CAPACITY: usize = 4096;
 /// Signaling requests waiting for a worker.
@@ -29,8 +36,10 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// the worker more than forwarding a packet does.
 const RECORDED_BATCH: usize = 64;
 const RECORDED_DELAY: Duration = Duration::from_millis(20);
-/// Datagrams handled before timers and signaling get a look in again.
-const RECEIVE_BATCH: usize = 64;
+/// Reads (of up to [`RECEIVE_DATAGRAMS`] datagrams each) before timers and signaling get a look in
+/// again. Packets forwarded meanwhile go out at the end of each read's datagrams, when each
+/// receiver's connection runs its timers once for all of them (see `Sfu::handle_datagram`).
+const RECEIVE_READS: usize = 2;
 /// Socket buffers for all the calls sharing a worker's socket: a few milliseconds of every call's
 /// media while the task waits for a core, which the defaults (about 200 KiB) are not. The kernel
 /// caps them at `net.core.rmem_max` / `wmem_max`.
@@ -179,6 +188,9 @@ pub fn start_workers(
             None => socket.local_addr().map_err(DriverError::Bind)?,
         };
         let sfu = Sfu::new(public_addr)?;
+        // Batched reads and segmented sends where the kernel has them, one datagram at a time
+        // where it has not.
+        let io = UdpSocketState::new(UdpSockRef::from(&socket)).map_err(DriverError::Bind)?;
         // Registered with the worker's own runtime, whose thread drives it.
         let socket = {
             let _entered = runtime.enter();
@@ -191,7 +203,11 @@ pub fn start_workers(
             recorded: recorded_tx.clone(),
             recorder_dropped: recorder_dropped.clone(),
             counters: counters.clone(),
-            blocked: None,
+            io,
+            receive_buffer: vec![0; RECEIVE_DATAGRAMS * RECEIVE_BUFFER],
+            receive_meta: vec![RecvMeta::default(); RECEIVE_DATAGRAMS],
+            run: Run::new(),
+            next: None,
             recorded_pending: Vec::with_capacity(RECORDED_BATCH),
             recorded_since: None,
         };
@@ -317,8 +333,14 @@ struct Task {
     recorded: mpsc::Sender<RecordedFrame>,
     recorder_dropped: Arc<AtomicU64>,
     counters: Arc<Counters>,
-    /// A datagram the socket refused for a full buffer, sent before anything after it.
-    blocked: Option<Transmit>,
+    io: UdpSocketState,
+    receive_buffer: Vec<u8>,
+    receive_meta: Vec<RecvMeta>,
+    /// The datagrams being sent, held while the socket's buffer is full: nothing after them goes
+    /// first.
+    run: Run,
+    /// A datagram taken from the SFU that could not join the run before it.
+    next: Option<Transmit>,
     /// Recorded frames not yet handed over, in order, and when the first of them was taken.
     recorded_pending: Vec<RecordedFrame>,
     recorded_since: Option<Instant>,
@@ -326,7 +348,6 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut buf = vec![0; MAX_DATAGRAM];
         loop {
             self.flush().await;
             let deadline = self
@@ -339,7 +360,7 @@ impl Task {
             };
             tokio::select! {
                 readable = self.socket.readable() => match readable {
-                    Ok(()) => self.receive_batch(&mut buf),
+                    Ok(()) => self.receive(),
                     Err(e) => warn!(error = %e, "SFU socket failed"),
                 },
                 command = commands.recv() => {
@@ -361,43 +382,105 @@ impl Task {
         }
     }
 
-    /// Handles up to [`RECEIVE_BATCH`] datagrams that are already waiting, sending what each one
-    /// yields at once, so that a busy socket costs one wake-up and one timer per batch rather than
-    /// per datagram.
-    fn receive_batch(&mut self, buf: &mut [u8]) {
+    /// Handles the datagrams waiting on the socket, [`RECEIVE_READS`] reads of them at most. After
+    /// each read, the connections written to run their timers, and what they send goes out.
+    fn receive(&mut self) {
         let mut counts = Counts::default();
-        for _ in 0..RECEIVE_BATCH {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, source)) => {
-                    counts.datagrams_received += 1;
-                    counts.bytes_received += n as u64;
-                    self.sfu.handle_datagram(source, &buf[..n], Instant::now());
-                    if !self.send_queued(&mut counts) {
-                        break;
-                    }
-                }
+        for _ in 0..RECEIVE_READS {
+            let mut buffers: Vec<IoSliceMut<'_>> = self
+                .receive_buffer
+                .chunks_mut(RECEIVE_BUFFER)
+                .map(IoSliceMut::new)
+                .collect();
+            let (socket, io, meta) = (&self.socket, &self.io, &mut self.receive_meta);
+            let read = socket.try_io(Interest::READABLE, || {
+                io.recv(UdpSockRef::from(socket), &mut buffers, meta)
+            });
+            let n = match read {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // A UDP read error concerns one datagram (or an ICMP error for one peer).
-                Err(e) => warn!(error = %e, "SFU socket read failed"),
+                Err(e) => {
+                    warn!(error = %e, "SFU socket read failed");
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            for (meta, buffer) in self.receive_meta[..n].iter().zip(&buffers) {
+                let stride = if meta.stride == 0 { meta.len } else { meta.stride };
+                for datagram in buffer[..meta.len].chunks(stride.max(1)) {
+                    counts.datagrams_received += 1;
+                    counts.bytes_received += datagram.len() as u64;
+                    self.sfu.handle_datagram(meta.addr, datagram, now);
+                }
+            }
+            drop(buffers);
+            self.sfu.handle_timeout(now);
+            if !self.send_queued(&mut counts) || n < RECEIVE_DATAGRAMS {
+                break;
             }
         }
         self.counters.add(&counts);
     }
 
     /// Sends queued datagrams while the socket takes them without waiting; false if it is full, and
-    /// the datagram it refused is kept for [`flush`](Self::flush) to wait on.
+    /// the run it refused is kept for [`flush`](Self::flush) to wait on. Datagrams for one
+    /// destination that follow each other, all of one size but the last, go in one system call as
+    /// segments of one (UDP GSO): a burst of a video frame's packets for one receiver costs the
+    /// kernel's send path once.
     fn send_queued(&mut self, counts: &mut Counts) -> bool {
-        while let Some(t) = self.blocked.take().or_else(|| self.sfu.poll_transmit()) {
-            match self.socket.try_send_to(&t.contents, t.destination) {
-                Ok(n) => {
-                    counts.datagrams_sent += 1;
-                    counts.bytes_sent += n as u64;
+        loop {
+            if self.run.count == 0 && !self.gather() {
+                return true;
+            }
+            let run = &self.run;
+            let transmit = quinn_udp::Transmit {
+                destination: run.destination,
+                ecn: None,
+                contents: &run.bytes,
+                segment_size: (run.count > 1).then_some(run.segment),
+                src_ip: None,
+            };
+            let (socket, io) = (&self.socket, &self.io);
+            match socket.try_io(Interest::WRITABLE, || {
+                io.try_send(UdpSockRef::from(socket), &transmit)
+            }) {
+                Ok(()) => {
+                    counts.datagrams_sent += run.count as u64;
+                    counts.bytes_sent += run.bytes.len() as u64;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.blocked = Some(t);
-                    return false;
-                }
-                Err(e) => warn!(error = %e, destination = %t.destination, "SFU socket send failed"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => warn!(error = %e, destination = %run.destination, "SFU socket send failed"),
+            }
+            self.run.clear();
+        }
+    }
+
+    /// Takes the next datagrams to send into [`run`](Self::run): the next one, and those after it
+    /// that can go with it as segments. False if there is none.
+    fn gather(&mut self) -> bool {
+        let Some(first) = self.next.take().or_else(|| self.sfu.poll_transmit()) else {
+            return false;
+        };
+        let run = &mut self.run;
+        run.destination = first.destination;
+        run.segment = first.contents.len();
+        run.count = 1;
+        run.bytes.extend_from_slice(&first.contents);
+        let max = self.io.max_gso_segments();
+        while run.count < max && run.bytes.len() + run.segment <= MAX_SEGMENTED {
+            let Some(t) = self.sfu.poll_transmit() else {
+                break;
+            };
+            if t.destination != run.destination || t.contents.len() > run.segment {
+                self.next = Some(t);
+                break;
+            }
+            run.bytes.extend_from_slice(&t.contents);
+            run.count += 1;
+            // Only the last segment may be shorter.
+            if t.contents.len() < run.segment {
+                break;
             }
         }
         true
@@ -431,7 +514,7 @@ impl Task {
             // The socket's buffer is full: wait for room rather than drop media.
             if let Err(e) = self.socket.writable().await {
                 warn!(error = %e, "SFU socket failed");
-                self.blocked = None;
+                self.run.clear();
             }
         }
         self.counters.add(&counts);
@@ -464,6 +547,31 @@ impl Task {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+    }
+}
+
+/// Datagrams for one destination, sent together: `count` of them, each `segment` bytes but the
+/// last, one after the other in `bytes`.
+struct Run {
+    destination: SocketAddr,
+    segment: usize,
+    count: usize,
+    bytes: Vec<u8>,
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            destination: (Ipv4Addr::UNSPECIFIED, 0).into(),
+            segment: 0,
+            count: 0,
+            bytes: Vec::with_capacity(MAX_SEGMENTED),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.count = 0;
+        self.bytes.clear();
     }
 }
 

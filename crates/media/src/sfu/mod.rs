@@ -1,10 +1,11 @@
 //! The video-call SFU: a sans-IO selective forwarding unit built on str0m.
 //!
 //! A [`Sfu`] holds rooms, one per consultation, each opened with its [`RoomId`]. A participant
-//! joins a room with an SDP offer and gets the answer; from then on every media frame it sends
-//! is written to the other participants of the same room and handed to the recorder as a
-//! [`RecordedFrame`] that carries the room and the sender as they were fixed when the room was
-//! opened and the participant joined — the recorder never has to look either up.
+//! joins a room with an SDP offer and gets the answer; from then on every RTP packet it sends is
+//! written, as it comes, to the other participants of the same room, and every media frame those
+//! packets make up is handed to the recorder as a [`RecordedFrame`] that carries the room and the
+//! sender as they were fixed when the room was opened and the participant joined — the recorder
+//! never has to look either up.
 //!
 //! The SFU is ICE-lite: it never gathers candidates, it announces one host candidate (the
 //! configured public address) and answers the browser's connectivity checks. All participants of
@@ -26,6 +27,7 @@
 //! Anyone switches between audio only and video by offering again ([`Sfu::renegotiate`]); a
 //! browser that lost its connection joins again, which replaces its old connection.
 
+mod assemble;
 pub mod driver;
 pub mod recorder;
 mod room;
@@ -189,7 +191,10 @@ impl Sfu {
     }
 
     /// Routes a datagram that arrived on the SFU's socket from `source`. Datagrams that belong
-    /// to no participant (stray, or from a connection that was replaced) are dropped.
+    /// to no participant (stray, or from a connection that was replaced) are dropped. A media
+    /// packet is written to the other participants' connections, which send it on their next
+    /// timeout, due at once: call [`handle_timeout`](Self::handle_timeout) once the datagrams at
+    /// hand are handled, so that each receiver sends all of them in one timer run.
     pub fn handle_datagram(&mut self, source: SocketAddr, contents: &[u8], now: Instant) {
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.public_addr, contents) else {
             return;
@@ -219,12 +224,15 @@ impl Sfu {
     /// Advances time: runs every connection whose timeout has come, and drops connections that
     /// have closed (ICE lost, DTLS failed); their browsers join again to come back.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut dropped = false;
         for room in self.rooms.values_mut() {
-            room.handle_timeout(now, &mut self.out);
+            dropped |= room.handle_timeout(now, &mut self.out);
         }
-        let rooms = &self.rooms;
-        self.routes
-            .retain(|_, (room, participant)| rooms.get(room).is_some_and(|r| r.contains(*participant)));
+        if dropped {
+            let rooms = &self.rooms;
+            self.routes
+                .retain(|_, (room, participant)| rooms.get(room).is_some_and(|r| r.contains(*participant)));
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due, if any connection exists.
