@@ -40,19 +40,19 @@ pub trait ReadsConsent: GuardedAction<On = ConsultationRef> {}
 impl ReadsConsent for JoinConsultation {}
 impl ReadsConsent for ReadCallRecord {}
 
-/// The strings a grant's scope borrows.
-struct Owned {
-    actor: String,
+/// The strings a grant on a consultation gives its statements' scope and parameters.
+pub(crate) struct Owned {
+    pub(crate) actor: String,
     /// Set when the actor is one of the consultation's guests.
-    guest: Option<String>,
-    patient: String,
-    clinician: String,
-    practice: String,
-    consultation: String,
+    pub(crate) guest: Option<String>,
+    pub(crate) patient: String,
+    pub(crate) clinician: String,
+    pub(crate) practice: String,
+    pub(crate) consultation: String,
 }
 
 impl Owned {
-    fn of<A>(grant: &impl ConsultationGrant<A>) -> Owned {
+    pub(crate) fn of<A>(grant: &impl ConsultationGrant<A>) -> Owned {
         let c = grant.consultation();
         let actor = grant.actor();
         Owned {
@@ -68,7 +68,7 @@ impl Owned {
         }
     }
 
-    fn scope(&self) -> Scope<'_> {
+    pub(crate) fn scope(&self) -> Scope<'_> {
         Scope {
             actor: Some(&self.actor),
             patient: Some(&self.patient),

@@ -6,12 +6,11 @@
 use confide_domain::consultation::GuestRole;
 use confide_domain::identity::PersonName;
 use confide_domain::policy::actions::{InviteGuest, JoinConsultation};
-use confide_domain::policy::{
-    ConsultationGrant, ConsultationRef, Grant, GuestGrant, GuestPrincipal, PatientRef,
-};
+use confide_domain::policy::{ConsultationRef, Grant, GuestGrant, GuestPrincipal, PatientRef};
 use confide_domain::scheduling::AppointmentStatus;
 use confide_domain::{AppointmentId, GuestId, Timestamp};
 
+use crate::call_records::Owned;
 use crate::read::{OwnedRow, Param};
 use crate::{Result, Scope, Store, StoreError};
 
@@ -91,37 +90,6 @@ pub struct GuestSession {
     /// Whom and where they were invited to: what the guest's call page names.
     pub clinician_name: String,
     pub practice_name: String,
-}
-
-/// The strings a grant's scope borrows.
-struct Owned {
-    actor: String,
-    patient: String,
-    clinician: String,
-    practice: String,
-    consultation: String,
-}
-
-impl Owned {
-    fn of<A>(grant: &impl ConsultationGrant<A>) -> Owned {
-        let c = grant.consultation();
-        Owned {
-            actor: grant.actor().as_uuid().to_string(),
-            patient: c.patient.patient.to_string(),
-            clinician: c.clinician.to_string(),
-            practice: c.practice.to_string(),
-            consultation: c.id.to_string(),
-        }
-    }
-
-    fn scope(&self) -> Scope<'_> {
-        Scope {
-            actor: Some(&self.actor),
-            patient: Some(&self.patient),
-            practice: Some(&self.practice),
-            gate_facts: false,
-        }
-    }
 }
 
 fn timestamp(ms: i64) -> Result<Timestamp> {
