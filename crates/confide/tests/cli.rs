@@ -77,6 +77,12 @@ fn db_url(data: &Path) -> String {
     format!("sqlite://{}", data.join("confide.db").display())
 }
 
+/// The audit log's own file beside the database.
+fn audit_url(data: &Path) -> String {
+    let log = confide_store::sqlite_audit_path(&data.join("confide.db"));
+    format!("sqlite://{}", log.display())
+}
+
 async fn password_hash(data: &Path, email: &str) -> String {
     let mut conn = SqliteConnection::connect(&db_url(data)).await.unwrap();
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE email = ?1")
@@ -278,7 +284,7 @@ async fn admin_commands_create_accounts_reset_passwords_and_disable() {
     assert!(succeeds(run(data, &disable, None)).starts_with("disabled "));
     assert!(succeeds(run(data, &disable, None)).contains("already disabled"));
 
-    let mut conn = SqliteConnection::connect(&db_url(data)).await.unwrap();
+    let mut conn = SqliteConnection::connect(&audit_url(data)).await.unwrap();
     let actions: Vec<(String, Option<String>, String, String)> =
         sqlx::query_as("SELECT action, actor_id, reason, request_id FROM audit_log ORDER BY seq")
             .fetch_all(&mut conn)
@@ -323,7 +329,7 @@ fn copy_dir(from: &Path) -> tempfile::TempDir {
 /// Runs `tamper` on a fresh copy of `base` and returns what `audit verify` says about it.
 async fn verify_after(base: &Path, tamper: &[&'static str]) -> Output {
     let copy = copy_dir(base);
-    let mut conn = SqliteConnection::connect(&db_url(copy.path())).await.unwrap();
+    let mut conn = SqliteConnection::connect(&audit_url(copy.path())).await.unwrap();
     for sql in tamper {
         sqlx::query(*sql).execute(&mut conn).await.unwrap();
     }
@@ -580,6 +586,8 @@ async fn the_demo_seeds_once_and_its_logins_work_across_a_restart() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
+    conn.close().await.unwrap();
+    let mut conn = SqliteConnection::connect(&audit_url(&data)).await.unwrap();
     let seeds: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'demo.seed'")
         .fetch_one(&mut conn)
         .await

@@ -48,17 +48,18 @@ impl AuditLog {
         AuditLog { tx }
     }
 
-    /// The writer for SQLite: a thread of its own with a rusqlite connection. Each row is a direct call
-    /// into SQLite instead of a round trip to a driver thread, so one writer keeps up with many requests.
-    pub(crate) fn start_sqlite(path: PathBuf) -> Result<AuditLog> {
-        let mut conn = rusqlite::Connection::open(&path).map_err(sqlite_error)?;
+    /// The writer for SQLite: a thread of its own with a rusqlite connection to the log's file (see
+    /// [`crate::audit_file`]). Each row is a direct call into SQLite instead of a round trip to a driver
+    /// thread, so one writer keeps up with many requests.
+    pub(crate) fn start_sqlite(log: PathBuf, database: PathBuf) -> Result<AuditLog> {
+        let mut conn = rusqlite::Connection::open(&log).map_err(sqlite_error)?;
         conn.execute_batch(
-            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
              PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(sqlite_error)?;
         let (tx, mut rx) = mpsc::channel(4096);
-        spawn_checkpointer(path.clone(), tx.downgrade())?;
+        spawn_checkpointer([database, log], tx.downgrade())?;
         std::thread::Builder::new()
             .name("confide-audit".into())
             .spawn(move || {
@@ -161,20 +162,28 @@ fn chain_all(mut seq: i64, mut hash: Hash, events: &[AuditEvent]) -> Vec<Chained
         .collect()
 }
 
-/// Copies the write-ahead log back into the database file twice a second, on a connection of its own.
-/// Left to SQLite, this would happen inside the writer's commits and stall every request waiting on an
-/// audit entry; a passive checkpoint never blocks the writer. It stops once the audit log is gone.
-fn spawn_checkpointer(path: PathBuf, alive: mpsc::WeakSender<Command>) -> Result<()> {
-    let conn = rusqlite::Connection::open(&path).map_err(sqlite_error)?;
-    conn.execute_batch("PRAGMA busy_timeout = 10000;")
+/// Copies the write-ahead logs of the database and of the audit log back into their files twice a second,
+/// on connections of its own. Left to SQLite, this would happen inside commits and stall every request
+/// waiting on an audit entry; a passive checkpoint never blocks a writer. It stops once the audit log is gone.
+fn spawn_checkpointer(files: [PathBuf; 2], alive: mpsc::WeakSender<Command>) -> Result<()> {
+    let conns = files
+        .iter()
+        .map(|path| {
+            let conn = rusqlite::Connection::open(path)?;
+            conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
+            Ok(conn)
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(sqlite_error)?;
     std::thread::Builder::new()
         .name("confide-checkpoint".into())
         .spawn(move || {
             while alive.upgrade().is_some() {
                 std::thread::sleep(std::time::Duration::from_millis(500));
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                for conn in &conns {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
                 }
             }
         })

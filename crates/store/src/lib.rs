@@ -7,6 +7,7 @@
 
 mod accounts;
 mod audit;
+mod audit_file;
 mod call_records;
 mod consultations;
 mod guests;
@@ -25,6 +26,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
 pub use audit::{AccessEntry, AuditLog};
+pub use audit_file::sqlite_audit_path;
 pub use call_records::{ChatMessage, ConsentEntry, MAX_MESSAGE_CHARS, ReadsConsent};
 pub use consultations::CallFacts;
 pub use guests::{GuestLink, GuestRecord, GuestSession, LinkRefusal, NewGuest};
@@ -135,13 +137,14 @@ struct Inner {
 
 fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate!("./migrations/common");
-    if backend == Backend::Postgres {
-        let extra = sqlx::migrate!("./migrations/postgres");
-        let mut all = migrator.migrations.into_owned();
-        all.extend(extra.migrations.iter().cloned());
-        all.sort_by_key(|m| m.version);
-        migrator.migrations = all.into();
-    }
+    let extra = match backend {
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+    };
+    let mut all = migrator.migrations.into_owned();
+    all.extend(extra.migrations.iter().cloned());
+    all.sort_by_key(|m| m.version);
+    migrator.migrations = all.into();
     migrator
 }
 
@@ -170,9 +173,10 @@ impl Store {
         let (audit, sqlite_readers) = match backend {
             Backend::Sqlite => {
                 let path = read::sqlite_path(url)?;
+                let log = audit_file::prepare(&path)?;
                 (
-                    AuditLog::start_sqlite(path.clone())?,
-                    Some(read::SqliteReaders::new(path)),
+                    AuditLog::start_sqlite(log.clone(), path.clone())?,
+                    Some(read::SqliteReaders::new(path, log)),
                 )
             }
             Backend::Postgres => (AuditLog::start_postgres(pool.clone()), None),

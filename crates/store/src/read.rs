@@ -138,9 +138,10 @@ pub(crate) fn sqlite_path(url: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// Idle read connections to the SQLite file.
+/// Idle read connections to the SQLite file, with its audit log file attached.
 pub(crate) struct SqliteReaders {
     path: PathBuf,
+    audit_path: PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
 }
 
@@ -150,10 +151,11 @@ const MAX_IDLE_READERS: usize = 16;
 const READER_MMAP_BYTES: u64 = 1 << 30;
 
 impl SqliteReaders {
-    /// Readers for the database at `url` (`sqlite://PATH` or `sqlite:PATH`, options ignored).
-    pub(crate) fn new(path: PathBuf) -> SqliteReaders {
+    /// Readers for the database at `path` and its audit log at `audit_path`.
+    pub(crate) fn new(path: PathBuf, audit_path: PathBuf) -> SqliteReaders {
         SqliteReaders {
             path,
+            audit_path,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -163,9 +165,12 @@ impl SqliteReaders {
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // Attached, the log's tables answer to the same names as on PostgreSQL. A statement opens a read
+        // transaction only on the files it uses, so record reads never see the log's commits.
+        conn.execute("ATTACH DATABASE ?1 AS audit", [self.audit_path.to_string_lossy()])?;
         // Reads only: a bug that tried to write through a reader fails instead of bypassing the writer.
-        // Memory-mapped: every audit commit changes the database, which makes a reader drop its whole page
-        // cache at its next read; mapped pages are fetched again without a system call or a copy each.
+        // Memory-mapped: after any commit a reader drops its whole page cache at its next read; mapped
+        // pages are fetched again without a system call or a copy each.
         conn.execute_batch(&format!(
             "PRAGMA query_only = ON; PRAGMA busy_timeout = 10000; PRAGMA mmap_size = {READER_MMAP_BYTES};"
         ))?;

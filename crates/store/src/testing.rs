@@ -63,6 +63,28 @@ impl TestDatabase {
     }
 }
 
+/// Migrates a new SQLite database only as far as the layout in which the audit log was kept inside it,
+/// for the tests that open such a database with a store that keeps the log in a file of its own.
+pub async fn migrate_sqlite_with_audit_inside(url: &str) -> crate::Result<()> {
+    sqlx::any::install_default_drivers();
+    let mut migrator = crate::migrator(crate::Backend::Sqlite);
+    let older: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < crate::audit_file::MIGRATION)
+        .cloned()
+        .collect();
+    migrator.migrations = older.into();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    pool.execute("PRAGMA journal_mode = WAL").await?;
+    migrator.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Cleanup::Postgres { server, name } = &self.cleanup {
