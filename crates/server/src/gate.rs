@@ -1,5 +1,5 @@
-//! Asking the access gate from a request: every decision, yes or no, is written to the audit log before
-//! the request goes on, and a no is answered exactly like a resource that does not exist.
+//! Asking the access gate from a request: every decision, yes or no, is committed to the audit log before
+//! anything it allows is done or answered, and a no is answered exactly like a resource that does not exist.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -7,6 +7,7 @@ use confide_domain::UserId;
 use confide_domain::audit::{AuditEvent, Outcome};
 use confide_domain::identity::Role;
 use confide_domain::policy::{Action, Grant, GuardedAction, Resource, authorize};
+use confide_store::Pending;
 
 use crate::AppState;
 use crate::auth::Session;
@@ -84,6 +85,41 @@ impl AppState {
         on: A::On,
         request: &RequestId,
     ) -> Result<Grant<A>, ApiError> {
+        let (decision, entry) = self.decide::<A>(session, on, request).await?;
+        entry.committed().await?;
+        decision
+    }
+
+    /// For a read: asks the gate, and if it allows, reads with the grant while the answer's audit entry is
+    /// being committed. What was read is handed back only once the entry is committed, so nothing leaves
+    /// the server unaudited, but the read no longer waits for the commit to begin.
+    pub async fn read_authorized<A: GuardedAction, T>(
+        &self,
+        session: &Session,
+        on: A::On,
+        request: &RequestId,
+        read: impl AsyncFnOnce(Grant<A>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let (decision, entry) = self.decide::<A>(session, on, request).await?;
+        let read = match decision {
+            Ok(grant) => read(grant).await,
+            Err(denied) => {
+                // What the read holds (a snapshot's reader) is let go before the wait.
+                drop(read);
+                Err(denied)
+            }
+        };
+        entry.committed().await?;
+        read
+    }
+
+    /// The gate's answer, its entry already handed to the audit log.
+    async fn decide<A: GuardedAction>(
+        &self,
+        session: &Session,
+        on: A::On,
+        request: &RequestId,
+    ) -> Result<(Result<Grant<A>, ApiError>, Pending), ApiError> {
         let decision = authorize::<A>(&session.principal(), on, &session.context());
         let resource: Resource = on.into();
         let (outcome, reason) = match &decision {
@@ -101,8 +137,8 @@ impl AppState {
                 request,
             )
         };
-        self.record(event).await?;
-        decision.map_err(|_| ApiError::NotFound)
+        let entry = self.store.audit().enqueue(event).await?;
+        Ok((decision.map_err(|_| ApiError::NotFound), entry))
     }
 
     /// The thing looked up, or, when nothing exists under that name, a recorded refusal answered as a

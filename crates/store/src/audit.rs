@@ -53,23 +53,31 @@ impl AuditLog {
     /// thread, so one writer keeps up with many requests.
     pub(crate) fn start_sqlite(log: PathBuf, database: PathBuf) -> Result<AuditLog> {
         let mut conn = rusqlite::Connection::open(&log).map_err(sqlite_error)?;
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
-             PRAGMA wal_autocheckpoint = 0;",
-        )
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {AUDIT_WAL_KEPT_BYTES};"
+        ))
         .map_err(sqlite_error)?;
         let (tx, mut rx) = mpsc::channel(4096);
-        spawn_checkpointer([database, log], tx.downgrade())?;
+        spawn_checkpointer(database, tx.downgrade())?;
         std::thread::Builder::new()
             .name("confide-audit".into())
             .spawn(move || {
+                let mut since_checkpoint = 0;
                 while let Some(first) = rx.blocking_recv() {
                     let batch = Batch::collect(first, &mut rx);
+                    since_checkpoint += batch.events.len();
                     let written = match batch.events.is_empty() {
                         true => Ok(Vec::new()),
                         false => write_batch_sqlite(&mut conn, &batch.events).map_err(sqlite_error),
                     };
                     batch.answer(written);
+                    if since_checkpoint >= CHECKPOINT_EVERY {
+                        match checkpoint(&conn) {
+                            Ok(()) => since_checkpoint = 0,
+                            Err(e) => tracing::warn!(error = %e, "audit log checkpoint failed"),
+                        }
+                    }
                 }
             })
             .map_err(|e| StoreError::AuditUnavailable(e.to_string()))?;
@@ -78,16 +86,18 @@ impl AuditLog {
 
     /// Appends an entry and returns its sequence number once it is committed.
     pub async fn append(&self, event: AuditEvent) -> Result<i64> {
+        self.enqueue(event).await?.committed().await
+    }
+
+    /// Hands an entry to the writer, which places it in the chain in the order of these calls; the answer
+    /// says when it is committed.
+    pub async fn enqueue(&self, event: AuditEvent) -> Result<Pending> {
         let (reply, answer) = oneshot::channel();
-        let closed = || StoreError::AuditUnavailable("the audit writer has stopped".into());
         self.tx
             .send(Command::Append(event, reply))
             .await
-            .map_err(|_| closed())?;
-        answer
-            .await
-            .map_err(|_| closed())?
-            .map_err(StoreError::AuditUnavailable)
+            .map_err(|_| writer_stopped())?;
+        Ok(Pending { answer })
     }
 
     /// Waits until everything appended before this call is committed.
@@ -97,6 +107,26 @@ impl AuditLog {
             let _ = finished.await;
         }
     }
+}
+
+/// An entry handed to the writer.
+#[must_use = "an entry counts only once it is committed"]
+pub struct Pending {
+    answer: oneshot::Receiver<Result<i64, String>>,
+}
+
+impl Pending {
+    /// Waits until the entry is committed and returns its sequence number.
+    pub async fn committed(self) -> Result<i64> {
+        self.answer
+            .await
+            .map_err(|_| writer_stopped())?
+            .map_err(StoreError::AuditUnavailable)
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::AuditUnavailable("the audit writer has stopped".into())
 }
 
 /// What the writer takes in one go: appends up to [`MAX_BATCH`], and flush requests to answer after them.
@@ -162,28 +192,45 @@ fn chain_all(mut seq: i64, mut hash: Hash, events: &[AuditEvent]) -> Vec<Chained
         .collect()
 }
 
-/// Copies the write-ahead logs of the database and of the audit log back into their files twice a second,
-/// on connections of its own. Left to SQLite, this would happen inside commits and stall every request
-/// waiting on an audit entry; a passive checkpoint never blocks a writer. It stops once the audit log is gone.
-fn spawn_checkpointer(files: [PathBuf; 2], alive: mpsc::WeakSender<Command>) -> Result<()> {
-    let conns = files
-        .iter()
-        .map(|path| {
-            let conn = rusqlite::Connection::open(path)?;
-            conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
-            Ok(conn)
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()
+/// Entries appended between the writer's checkpoints of the audit log, about 1 MB of rows.
+const CHECKPOINT_EVERY: usize = 4096;
+/// A write-ahead log grown past this by a burst is cut back to it once it starts over.
+const AUDIT_WAL_KEPT_BYTES: u64 = 64 << 20;
+
+/// Copies the audit log's write-ahead log back into its file, from the writer's thread between two batches
+/// (after the first was answered). The log starts over from its beginning only when every frame in it was
+/// copied back, which a checkpoint from another thread never achieves while entries keep arriving: under
+/// steady load the file would grow without end, and each commit would extend it, which makes every sync
+/// also write the file system's journal.
+fn checkpoint(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let (busy, frames, copied): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    match busy == 0 && copied == frames {
+        true => Ok(()),
+        // A reader of an older part of the log (an audit walk) holds it back; the next try will do.
+        false => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some(format!("{copied} of {frames} frames copied")),
+        )),
+    }
+}
+
+/// Copies the database's write-ahead log back into its file twice a second, on a connection of its own.
+/// Left to SQLite, this would happen inside commits and stall the requests waiting on them; a passive
+/// checkpoint never blocks a writer. It stops once the audit log is gone.
+fn spawn_checkpointer(database: PathBuf, alive: mpsc::WeakSender<Command>) -> Result<()> {
+    let conn = rusqlite::Connection::open(database).map_err(sqlite_error)?;
+    conn.execute_batch("PRAGMA busy_timeout = 10000;")
         .map_err(sqlite_error)?;
     std::thread::Builder::new()
         .name("confide-checkpoint".into())
         .spawn(move || {
             while alive.upgrade().is_some() {
                 std::thread::sleep(std::time::Duration::from_millis(500));
-                for conn in &conns {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                    }
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
             }
         })
@@ -403,5 +450,73 @@ impl Store {
 
     pub async fn audit_len(&self) -> Result<i64> {
         self.unscoped_count(crate::UnscopedTable::AuditLog).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: usize) -> AuditEvent {
+        AuditEvent {
+            at_ms: i as i64,
+            actor: None,
+            actor_role: None,
+            action: "patient.record.read".into(),
+            resource: format!("patient:{i}"),
+            subject_patient: None,
+            outcome: Outcome::Allowed,
+            reason: "own_record".into(),
+            request_id: format!("request-{i}"),
+        }
+    }
+
+    fn wal_bytes(log: &std::path::Path) -> u64 {
+        std::fs::metadata(log.with_extension("db-wal")).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn after_a_checkpoint_the_log_starts_its_wal_over_instead_of_growing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confide.audit.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;")
+            .unwrap();
+        conn.execute_batch(crate::audit_file::SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO audit_head (id, seq, hash, log_id) VALUES (1, 0, ?1, 'test')",
+            [confide_domain::audit::GENESIS.to_hex()],
+        )
+        .unwrap();
+        let batch: Vec<_> = (0..MAX_BATCH).map(event).collect();
+
+        for _ in 0..4 {
+            write_batch_sqlite(&mut conn, &batch).unwrap();
+        }
+        checkpoint(&conn).unwrap();
+        let before = wal_bytes(&path);
+        for _ in 0..4 {
+            write_batch_sqlite(&mut conn, &batch).unwrap();
+        }
+        // The same writes again take about as many frames, now from the start of the file; appended,
+        // they would double it.
+        assert!(
+            wal_bytes(&path) < before * 3 / 2,
+            "the WAL grew from {before} to {} bytes",
+            wal_bytes(&path)
+        );
+
+        // Without the checkpoint, the same writes extend it.
+        let reused = wal_bytes(&path);
+        for _ in 0..4 {
+            write_batch_sqlite(&mut conn, &batch).unwrap();
+        }
+        assert!(wal_bytes(&path) > reused);
+        let (seq, _): (i64, String) = conn
+            .query_row("SELECT seq, hash FROM audit_head", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(seq, 12 * MAX_BATCH as i64);
     }
 }

@@ -27,7 +27,7 @@ pub fn sqlite_audit_path(database: &Path) -> PathBuf {
 
 /// The log's tables: the same columns as on PostgreSQL. `seq` is the rowid itself, so that each entry
 /// writes two B-trees (rows, and entries by patient) rather than three.
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_log (
     seq             INTEGER PRIMARY KEY,
     at_ms           INTEGER NOT NULL,

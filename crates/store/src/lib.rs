@@ -25,7 +25,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use accounts::{Account, NewUser, OneTimeToken, SessionRecord, TokenPurpose};
-pub use audit::{AccessEntry, AuditLog};
+pub use audit::{AccessEntry, AuditLog, Pending};
 pub use audit_file::sqlite_audit_path;
 pub use call_records::{ChatMessage, ConsentEntry, MAX_MESSAGE_CHARS, ReadsConsent};
 pub use consultations::CallFacts;
@@ -121,6 +121,8 @@ struct Scope<'a> {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// SQLite only: the read transaction this copy's reads share, see [`Store::snapshot`].
+    snapshot: Option<Arc<read::Snapshot>>,
 }
 
 struct Inner {
@@ -132,7 +134,7 @@ struct Inner {
     audit: AuditLog,
     sessions: accounts::SessionCache,
     /// SQLite only: synchronous readers, see [`read`].
-    sqlite_readers: Option<read::SqliteReaders>,
+    sqlite_readers: Option<Arc<read::SqliteReaders>>,
 }
 
 fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
@@ -176,7 +178,7 @@ impl Store {
                 let log = audit_file::prepare(&path)?;
                 (
                     AuditLog::start_sqlite(log.clone(), path.clone())?,
-                    Some(read::SqliteReaders::new(path, log)),
+                    Some(Arc::new(read::SqliteReaders::new(path, log))),
                 )
             }
             Backend::Postgres => (AuditLog::start_postgres(pool.clone()), None),
@@ -189,6 +191,7 @@ impl Store {
                 sessions: accounts::SessionCache::default(),
                 sqlite_readers,
             }),
+            snapshot: None,
         })
     }
 

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sqlx::any::AnyRow;
 use sqlx::{Column, Row};
@@ -51,7 +51,9 @@ pub(crate) enum Value {
 /// A row copied out of the database, read by column name.
 #[derive(Clone, Debug)]
 pub(crate) struct OwnedRow {
-    columns: Vec<(String, Value)>,
+    /// Shared by all rows of one statement's result.
+    names: Arc<[String]>,
+    values: Vec<Value>,
 }
 
 /// The column types the store reads.
@@ -85,10 +87,11 @@ impl<T: FromValue> FromValue for Option<T> {
 
 impl OwnedRow {
     pub(crate) fn try_get<T: FromValue>(&self, column: &str) -> Result<T> {
-        let (_, value) = self
-            .columns
+        let value = self
+            .names
             .iter()
-            .find(|(name, _)| name == column)
+            .position(|name| name == column)
+            .and_then(|i| self.values.get(i))
             .ok_or_else(|| StoreError::Corrupt(format!("no column {column}")))?;
         T::from_value(value).ok_or_else(|| StoreError::Corrupt(format!("column {column} holds {value:?}")))
     }
@@ -111,17 +114,18 @@ impl OwnedRow {
 
     /// Copies a row that sqlx read (PostgreSQL, or SQLite inside a write transaction).
     pub(crate) fn from_any(row: &AnyRow) -> Result<OwnedRow> {
-        let mut columns = Vec::with_capacity(row.len());
-        for (i, column) in row.columns().iter().enumerate() {
+        let mut values = Vec::with_capacity(row.len());
+        for i in 0..row.len() {
             let value = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
                 v.map_or(Value::Null, Value::Int)
             } else {
                 row.try_get::<Option<String>, _>(i)?
                     .map_or(Value::Null, Value::Text)
             };
-            columns.push((column.name().to_owned(), value));
+            values.push(value);
         }
-        Ok(OwnedRow { columns })
+        let names = row.columns().iter().map(|c| c.name().to_owned()).collect();
+        Ok(OwnedRow { names, values })
     }
 }
 
@@ -178,31 +182,41 @@ impl SqliteReaders {
     }
 
     fn select(&self, sql: &str, params: &[Param]) -> rusqlite::Result<Vec<OwnedRow>> {
-        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => self.connect()?,
-        };
+        let conn = self.take()?;
         let rows = Self::run(&conn, sql, params);
+        self.put_back(conn);
+        rows
+    }
+
+    fn take(&self) -> rusqlite::Result<rusqlite::Connection> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => self.connect(),
+        }
+    }
+
+    fn put_back(&self, conn: rusqlite::Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
-        rows
     }
 
     fn run(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> rusqlite::Result<Vec<OwnedRow>> {
         let mut statement = conn.prepare_cached(sql)?;
-        let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
-        let bound = params.iter().map(|p| match p {
-            Param::Int(i) => rusqlite::types::Value::Integer(*i),
-            Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        let names: Arc<[String]> = statement.column_names().into_iter().map(str::to_owned).collect();
+        let bound = params.iter().map(|p| {
+            rusqlite::types::ToSqlOutput::Borrowed(match p {
+                Param::Int(i) => rusqlite::types::ValueRef::Integer(*i),
+                Param::Text(t) => rusqlite::types::ValueRef::Text(t.as_bytes()),
+            })
         });
         let mut rows = statement.query(rusqlite::params_from_iter(bound))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let mut columns = Vec::with_capacity(names.len());
-            for (i, name) in names.iter().enumerate() {
+            let mut values = Vec::with_capacity(names.len());
+            for i in 0..names.len() {
                 let value = match row.get_ref(i)? {
                     rusqlite::types::ValueRef::Null => Value::Null,
                     rusqlite::types::ValueRef::Integer(v) => Value::Int(v),
@@ -211,15 +225,79 @@ impl SqliteReaders {
                     }
                     other => Value::Text(format!("{other:?}")),
                 };
-                columns.push((name.clone(), value));
+                values.push(value);
             }
-            out.push(OwnedRow { columns });
+            out.push(OwnedRow {
+                names: Arc::clone(&names),
+                values,
+            });
         }
         Ok(out)
     }
 }
 
+fn reader_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(e.to_string()))
+}
+
+/// A reader in one read transaction: every read through it sees the database as it was at the first.
+/// Starting and ending a transaction takes SQLite's shared-memory locks, a good part of a small read's cost.
+pub(crate) struct Snapshot {
+    readers: Arc<SqliteReaders>,
+    conn: Mutex<Option<rusqlite::Connection>>,
+}
+
+impl Snapshot {
+    fn begin(readers: &Arc<SqliteReaders>) -> rusqlite::Result<Snapshot> {
+        let conn = readers.take()?;
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(Snapshot {
+            readers: Arc::clone(readers),
+            conn: Mutex::new(Some(conn)),
+        })
+    }
+
+    fn select(&self, sql: &str, params: &[Param]) -> rusqlite::Result<Vec<OwnedRow>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = conn.as_ref().ok_or(rusqlite::Error::InvalidQuery)?;
+        SqliteReaders::run(conn, sql, params)
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(conn) = conn {
+            // A reader whose transaction cannot be ended is closed, never pooled.
+            if conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .is_ok()
+            {
+                self.readers.put_back(conn);
+            }
+        }
+    }
+}
+
 impl Store {
+    /// This store with its reads in one transaction, until the copy returned is dropped: a grant decided
+    /// on facts read through it, and the data read with that grant, come from the same state of the
+    /// database. On PostgreSQL, where each read's transaction carries its grant's scope, this is the
+    /// store itself. Drop the copy before waiting on anything slow: it holds a reader.
+    pub fn snapshot(&self) -> Result<Store> {
+        let snapshot = match (&self.inner.sqlite_readers, self.inner.backend) {
+            (Some(readers), Backend::Sqlite) => {
+                Some(Arc::new(Snapshot::begin(readers).map_err(reader_error)?))
+            }
+            _ => None,
+        };
+        Ok(Store {
+            inner: Arc::clone(&self.inner),
+            snapshot,
+        })
+    }
+
     /// Runs one read-only statement and returns its rows.
     pub(crate) async fn select(
         &self,
@@ -228,9 +306,11 @@ impl Store {
         params: &[Param],
     ) -> Result<Vec<OwnedRow>> {
         match (&self.inner.sqlite_readers, self.inner.backend) {
-            (Some(readers), Backend::Sqlite) => readers
-                .select(sql, params)
-                .map_err(|e| StoreError::Database(sqlx::Error::Protocol(e.to_string()))),
+            (Some(readers), Backend::Sqlite) => match &self.snapshot {
+                Some(snapshot) => snapshot.select(sql, params),
+                None => readers.select(sql, params),
+            }
+            .map_err(reader_error),
             _ => {
                 let mut tx = self.begin(&self.inner.pool, scope).await?;
                 let mut query = sqlx::query(sql);

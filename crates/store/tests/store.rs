@@ -372,3 +372,45 @@ async fn on_postgres_the_server_role_cannot_edit_or_delete_audit_entries() {
         assert!(err.to_string().contains("permission denied"), "{tamper}: {err}");
     }
 }
+
+#[tokio::test]
+async fn on_sqlite_a_snapshot_reads_the_database_as_it_was_at_its_first_read() {
+    let db = TestDatabase::sqlite();
+    let store = Store::open(&db.url, StoreRole::App).await.unwrap();
+    let (north, south) = (practice(&store, "North").await, practice(&store, "South").await);
+    let north_gp = user(&store, "n@x.org", Role::Clinician, Some(north)).await;
+    let south_gp = user(&store, "s@x.org", Role::Clinician, Some(south)).await;
+    let ann = user(&store, "ann@x.org", Role::Patient, None).await;
+    register(&store, &ann, north, &north_gp).await;
+
+    let snapshot = store.snapshot().unwrap();
+    let facts = snapshot.patient_ref(ann.user).await.unwrap().unwrap();
+    assert_eq!(facts.registered_at, Some(north));
+
+    // Written meanwhile through the store: neither blocks on the snapshot nor shows in it.
+    register(&store, &ann, south, &south_gp).await;
+    let now = store.patient_ref(ann.user).await.unwrap().unwrap();
+    let write = authorize::<actions::WriteRecord>(&south_gp, now, &MFA).unwrap();
+    store
+        .add_note(&write, NoteId::from_uuid(Uuid::new_v4()), "Moved practice", 40)
+        .await
+        .unwrap();
+
+    let read = authorize::<actions::ReadRecord>(&north_gp, facts, &MFA).unwrap();
+    assert!(snapshot.patient_notes(&read).await.unwrap().is_empty());
+    assert_eq!(
+        snapshot
+            .patient_ref(ann.user)
+            .await
+            .unwrap()
+            .unwrap()
+            .registered_at,
+        Some(north)
+    );
+    drop(snapshot);
+
+    assert_eq!(now.registered_at, Some(south));
+    let read = authorize::<actions::ReadRecord>(&south_gp, now, &MFA).unwrap();
+    assert_eq!(store.patient_notes(&read).await.unwrap().len(), 1);
+    store.close().await;
+}

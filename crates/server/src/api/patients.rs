@@ -6,6 +6,7 @@ use confide_domain::UserId;
 use confide_domain::ids::NoteId;
 use confide_domain::policy::actions::{ReadAccessLog, ReadProfile, ReadRecord, WriteRecord};
 use confide_domain::policy::{Action, PatientRef};
+use confide_store::Store;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -24,8 +25,20 @@ pub async fn patient_ref(
     action: Action,
     request: &RequestId,
 ) -> Result<PatientRef, ApiError> {
+    patient_ref_in(&state.store, state, session, id, action, request).await
+}
+
+/// [`patient_ref`], read through `store` (a snapshot, say).
+async fn patient_ref_in(
+    store: &Store,
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    action: Action,
+    request: &RequestId,
+) -> Result<PatientRef, ApiError> {
     let patient = UserId::from_uuid(id);
-    let found = state.store.patient_ref(patient).await?;
+    let found = store.patient_ref(patient).await?;
     state
         .found(found, session, action, || format!("patient:{patient}"), request)
         .await
@@ -47,11 +60,14 @@ pub async fn profile(
     id: Uuid,
     request: &RequestId,
 ) -> Result<ProfileView, ApiError> {
-    let on = patient_ref(state, session, id, Action::ReadProfile, request).await?;
-    let grant = state.authorize::<ReadProfile>(session, on, request).await?;
+    let store = state.store.snapshot()?;
+    let on = patient_ref_in(&store, state, session, id, Action::ReadProfile, request).await?;
     let p = state
-        .store
-        .patient_profile(&grant)
+        .read_authorized::<ReadProfile, _>(session, on, request, async move |grant| {
+            let profile = store.patient_profile(&grant).await;
+            drop(store);
+            Ok(profile?)
+        })
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(ProfileView {
@@ -111,9 +127,16 @@ pub async fn record(
     id: Uuid,
     request: &RequestId,
 ) -> Result<RecordView, ApiError> {
-    let on = patient_ref(state, session, id, Action::ReadRecord, request).await?;
-    let grant = state.authorize::<ReadRecord>(session, on, request).await?;
-    let notes = state.store.patient_notes(&grant).await?;
+    // The gate decides on the same state of the database as the notes are read from.
+    let store = state.store.snapshot()?;
+    let on = patient_ref_in(&store, state, session, id, Action::ReadRecord, request).await?;
+    let notes = state
+        .read_authorized::<ReadRecord, _>(session, on, request, async move |grant| {
+            let notes = store.patient_notes(&grant).await;
+            drop(store);
+            Ok(notes?)
+        })
+        .await?;
     Ok(RecordView {
         patient_id: id,
         notes: notes.into_iter().map(NoteView::from).collect(),
