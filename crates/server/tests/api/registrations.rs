@@ -1,5 +1,8 @@
 //! Registering with a practice, moving practice, and what each side sees.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use confide_domain::identity::Role;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -144,4 +147,47 @@ async fn a_decided_request_cannot_be_decided_again() {
         (StatusCode::CONFLICT, Some("registration_exists"))
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_record_read_is_answered_only_once_its_audit_entry_is_committed() {
+    let app = TestApp::spawn().await;
+    let north = app.practice("North Surgery").await;
+    let north_gp = app
+        .login(&app.user(Role::Clinician, Some(north), true).await)
+        .await;
+    let ann_user = app.user(Role::Patient, None, false).await;
+    let ann = app.login(&ann_user).await;
+    register(&ann, &north_gp, north).await;
+    let record = format!("/api/v1/patients/{}/record", ann_user.id);
+    assert_eq!(ann.get(&record).await.0, StatusCode::OK);
+
+    // Another connection holds the audit log's write lock, so no entry can be committed until it lets go.
+    let log = confide_store::sqlite_audit_path(&app.dir.path().join("confide.db"));
+    let lock = rusqlite::Connection::open(log).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let answered = AtomicBool::new(false);
+    let read = async {
+        let answer = ann.get(&record).await;
+        answered.store(true, Ordering::SeqCst);
+        answer
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let early = answered.load(Ordering::SeqCst);
+        lock.execute_batch("COMMIT").unwrap();
+        early
+    };
+    let ((status, body), early) = tokio::join!(read, release);
+    assert!(
+        !early,
+        "the record was answered before its audit entry was committed"
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let store = &app.running.state.store;
+    let (seq, _) = store.audit_head().await.unwrap();
+    let last = store.audit_page(seq - 1, 1).await.unwrap();
+    assert_eq!(last[0].event.action, "patient.record.read");
+    assert_eq!(last[0].event.actor, Some(ann_user.id));
 }
