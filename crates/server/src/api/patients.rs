@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use confide_domain::UserId;
 use confide_domain::ids::NoteId;
 use confide_domain::policy::actions::{ReadAccessLog, ReadProfile, ReadRecord, WriteRecord};
-use confide_domain::policy::{Action, PatientRef};
-use confide_store::Store;
+use confide_domain::policy::{Action, Grant, GuardedAction, PatientRef};
+use confide_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -44,6 +44,26 @@ async fn patient_ref_in(
         .await
 }
 
+/// Reads the patient's data that `A` allows: the gate decides on the same state of the database as `read`
+/// reads from, and what was read is answered once the decision is audited.
+async fn read_patient<A: GuardedAction<On = PatientRef>, T>(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    request: &RequestId,
+    read: impl AsyncFnOnce(&Store, Grant<A>) -> Result<T, StoreError>,
+) -> Result<T, ApiError> {
+    let store = state.store.snapshot()?;
+    let on = patient_ref_in(&store, state, session, id, A::ACTION, request).await?;
+    state
+        .read_authorized::<A, T>(session, on, request, async move |grant| {
+            let read = read(&store, grant).await;
+            drop(store);
+            Ok(read?)
+        })
+        .await
+}
+
 #[derive(Serialize, ToSchema, Clone, Debug)]
 pub struct ProfileView {
     pub id: Uuid,
@@ -60,16 +80,11 @@ pub async fn profile(
     id: Uuid,
     request: &RequestId,
 ) -> Result<ProfileView, ApiError> {
-    let store = state.store.snapshot()?;
-    let on = patient_ref_in(&store, state, session, id, Action::ReadProfile, request).await?;
-    let p = state
-        .read_authorized::<ReadProfile, _>(session, on, request, async move |grant| {
-            let profile = store.patient_profile(&grant).await;
-            drop(store);
-            Ok(profile?)
-        })
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let p = read_patient::<ReadProfile, _>(state, session, id, request, async |store, grant| {
+        store.patient_profile(&grant).await
+    })
+    .await?
+    .ok_or(ApiError::NotFound)?;
     Ok(ProfileView {
         id: p.id.as_uuid(),
         name: p.name,
@@ -127,16 +142,10 @@ pub async fn record(
     id: Uuid,
     request: &RequestId,
 ) -> Result<RecordView, ApiError> {
-    // The gate decides on the same state of the database as the notes are read from.
-    let store = state.store.snapshot()?;
-    let on = patient_ref_in(&store, state, session, id, Action::ReadRecord, request).await?;
-    let notes = state
-        .read_authorized::<ReadRecord, _>(session, on, request, async move |grant| {
-            let notes = store.patient_notes(&grant).await;
-            drop(store);
-            Ok(notes?)
-        })
-        .await?;
+    let notes = read_patient::<ReadRecord, _>(state, session, id, request, async |store, grant| {
+        store.patient_notes(&grant).await
+    })
+    .await?;
     Ok(RecordView {
         patient_id: id,
         notes: notes.into_iter().map(NoteView::from).collect(),
