@@ -75,6 +75,16 @@ async fn register(store: &Store, patient: &Principal, at: PracticeId, staff: &Pr
     id
 }
 
+/// A note on the patient's record by `by`, under the gate's grant.
+async fn write_note(store: &Store, by: &Principal, patient: UserId, body: &str, at: i64) {
+    let facts = store.patient_ref(patient).await.unwrap().unwrap();
+    let grant = authorize::<actions::WriteRecord>(by, facts, &MFA).unwrap();
+    store
+        .add_note(&grant, NoteId::from_uuid(Uuid::new_v4()), body, at)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn registration_moves_access_from_the_old_practice_to_the_new() {
     for db in TestDatabase::all().await {
@@ -87,11 +97,7 @@ async fn registration_moves_access_from_the_old_practice_to_the_new() {
         register(&store, &ann, north, &north_gp).await;
         let facts = store.patient_ref(ann.user).await.unwrap().unwrap();
         assert_eq!(facts.registered_at, Some(north));
-        let grant = authorize::<actions::WriteRecord>(&north_gp, facts, &MFA).unwrap();
-        store
-            .add_note(&grant, NoteId::from_uuid(Uuid::new_v4()), "Asthma review", 30)
-            .await
-            .unwrap();
+        write_note(&store, &north_gp, ann.user, "Asthma review", 30).await;
 
         register(&store, &ann, south, &south_gp).await;
         let facts = store.patient_ref(ann.user).await.unwrap().unwrap();
@@ -210,12 +216,7 @@ async fn without_a_grant_postgres_shows_no_patient_rows() {
     let gp = user(&store, "n@x.org", Role::Clinician, Some(north)).await;
     let ann = user(&store, "ann@x.org", Role::Patient, None).await;
     register(&store, &ann, north, &gp).await;
-    let facts = store.patient_ref(ann.user).await.unwrap().unwrap();
-    let grant = authorize::<actions::WriteRecord>(&gp, facts, &MFA).unwrap();
-    store
-        .add_note(&grant, NoteId::from_uuid(Uuid::new_v4()), "note", 1)
-        .await
-        .unwrap();
+    write_note(&store, &gp, ann.user, "note", 1).await;
     let on = PatientAtPractice {
         patient: store.patient_ref(ann.user).await.unwrap().unwrap(),
         practice: north,
@@ -390,11 +391,7 @@ async fn on_sqlite_a_snapshot_reads_the_database_as_it_was_at_its_first_read() {
     // Written meanwhile through the store: neither blocks on the snapshot nor shows in it.
     register(&store, &ann, south, &south_gp).await;
     let now = store.patient_ref(ann.user).await.unwrap().unwrap();
-    let write = authorize::<actions::WriteRecord>(&south_gp, now, &MFA).unwrap();
-    store
-        .add_note(&write, NoteId::from_uuid(Uuid::new_v4()), "Moved practice", 40)
-        .await
-        .unwrap();
+    write_note(&store, &south_gp, ann.user, "Moved practice", 40).await;
 
     let read = authorize::<actions::ReadRecord>(&north_gp, facts, &MFA).unwrap();
     assert!(snapshot.patient_notes(&read).await.unwrap().is_empty());
