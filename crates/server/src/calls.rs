@@ -37,6 +37,8 @@ pub enum CallError {
     BadOffer(#[source] SfuError),
     #[error("the call is full")]
     Full,
+    #[error("the guest's invitation was revoked")]
+    GuestRevoked,
     #[error("the SFU: {0}")]
     Sfu(#[source] DriverError),
     #[error("the recorder: {0}")]
@@ -159,6 +161,13 @@ impl Calls {
         let mut room = lock.lock().await;
         if room.closed {
             return Err(CallError::Ended);
+        }
+        // A revocation clears the room under this lock after storing itself, so a guest still admitted
+        // here is one it has not cleared yet, and will.
+        if let Actor::Guest(guest) = grant.actor()
+            && !store.guest_still_admitted(grant, guest).await?
+        {
+            return Err(CallError::GuestRevoked);
         }
         let sfu = &self.inner.sfu;
         if !room.open {

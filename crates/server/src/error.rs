@@ -178,6 +178,8 @@ impl From<CallError> for ApiError {
             CallError::NotRunning(_) | CallError::NotInCall | CallError::Ended | CallError::Full => {
                 ApiError::InvalidState(e.to_string())
             }
+            // As for any guest the gate does not know: nothing says the invitation existed.
+            CallError::GuestRevoked => ApiError::NotFound,
             CallError::BadOffer(_) => ApiError::bad_request("invalid_offer", e.to_string()),
             CallError::Sfu(_) | CallError::Recorder(_) | CallError::Key(_) | CallError::KeyEncoding => {
                 ApiError::Unavailable(e.to_string())

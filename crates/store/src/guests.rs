@@ -6,7 +6,9 @@
 use confide_domain::consultation::GuestRole;
 use confide_domain::identity::PersonName;
 use confide_domain::policy::actions::{InviteGuest, JoinConsultation};
-use confide_domain::policy::{ConsultationRef, Grant, GuestGrant, GuestPrincipal, PatientRef};
+use confide_domain::policy::{
+    ConsultationGrant, ConsultationRef, Grant, GuestGrant, GuestPrincipal, PatientRef,
+};
 use confide_domain::scheduling::AppointmentStatus;
 use confide_domain::{AppointmentId, GuestId, Timestamp};
 
@@ -169,6 +171,26 @@ impl Store {
         .iter()
         .map(guest_record)
         .collect()
+    }
+
+    /// Whether the guest a grant was given to is still in the consultation: not revoked since. A call
+    /// checks this again once it holds the room, so that a join that passed the gate before a
+    /// revocation cannot finish after the revocation has cleared the room.
+    pub async fn guest_still_admitted(
+        &self,
+        grant: &impl ConsultationGrant<JoinConsultation>,
+        guest: GuestId,
+    ) -> Result<bool> {
+        let owned = Owned::of(grant);
+        let row = self
+            .select_one(
+                owned.scope(),
+                "SELECT id FROM consultation_guests \
+                 WHERE id = $1 AND consultation_id = $2 AND revoked_at IS NULL",
+                &[Param::from(guest.to_string()), Param::from(&owned.consultation)],
+            )
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Revokes one of the consultation's guests: their link and their session stop working. Returns the

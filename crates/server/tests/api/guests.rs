@@ -8,8 +8,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use confide_domain::consultation::ConsultationMode;
 use confide_domain::identity::Role;
+use confide_domain::policy::actions::JoinConsultation;
 use confide_media::MasterKey;
+use confide_server::api::guests::{GUEST_COOKIE, InCall, call_grant};
+use confide_server::auth::token_hash;
+use confide_server::calls::CallError;
+use confide_server::gate::RequestId;
 use confide_store::testing::TestDatabase;
 use jiff::civil::Date;
 use reqwest::StatusCode;
@@ -62,11 +68,16 @@ fn csrf_of(html: &str) -> String {
 }
 
 /// Opens the link's page in `browser` and answers its question; returns the redemption's status and,
-/// on success, where it sent the browser.
-async fn redeem(browser: &Client, base: &str, token: &str, consent: &str) -> (StatusCode, Option<String>) {
+/// on success, where it sent the browser and the guest session's token from its cookie.
+async fn redeem(
+    browser: &Client,
+    base: &str,
+    token: &str,
+    consent: &str,
+) -> (StatusCode, Option<String>, Option<String>) {
     let (status, page) = browser.get(&format!("/join/{token}")).await;
     if status != StatusCode::OK {
-        return (status, None);
+        return (status, None, None);
     }
     let csrf = csrf_of(page.as_str().unwrap());
     let response = browser
@@ -81,7 +92,16 @@ async fn redeem(browser: &Client, base: &str, token: &str, consent: &str) -> (St
         .headers()
         .get("location")
         .map(|l| l.to_str().unwrap().to_owned());
-    (status, location)
+    let session = response.headers().get_all("set-cookie").iter().find_map(|c| {
+        let (value, _) = c
+            .to_str()
+            .ok()?
+            .strip_prefix(GUEST_COOKIE)?
+            .strip_prefix('=')?
+            .split_once(';')?;
+        Some(value.to_owned())
+    });
+    (status, location, session)
 }
 
 async fn guests_get_one_link_one_call_and_nothing_else(db: Option<TestDatabase>) {
@@ -171,7 +191,7 @@ async fn guests_get_one_link_one_call_and_nothing_else(db: Option<TestDatabase>)
     );
 
     // Redeemed once; the second time, from anywhere, it is a 404 like any unknown link.
-    let (status, location) = redeem(&guest, &base, &token, "given").await;
+    let (status, location, _) = redeem(&guest, &base, &token, "given").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let call_page = location.unwrap();
     assert_eq!(call_page, format!("/guest/appointments/{}/call", r.appointment));
@@ -180,7 +200,7 @@ async fn guests_get_one_link_one_call_and_nothing_else(db: Option<TestDatabase>)
     let me = format!("data-me=\"{guest_id}\"");
     assert!(page.as_str().unwrap().contains(&me), "{page}");
     for browser in [&guest, &app.anonymous()] {
-        let (status, _) = redeem(browser, &base, &token, "given").await;
+        let (status, _, _) = redeem(browser, &base, &token, "given").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
     let (status, _) = app.anonymous().get("/join/not-a-token").await;
@@ -291,7 +311,7 @@ async fn guests_get_one_link_one_call_and_nothing_else(db: Option<TestDatabase>)
     let (second, token) = invite(&r).await;
     let (status, _) = r.clinician_api.delete(&r.path(&format!("guests/{second}"))).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = redeem(&app.anonymous(), &base, &token, "given").await;
+    let (status, _, _) = redeem(&app.anonymous(), &base, &token, "given").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Once the consultation is over, no one is invited any more.
@@ -407,7 +427,7 @@ async fn a_consenting_guest_is_in_the_call_and_in_the_recording() {
     start(&app, &r, monday, 9).await;
     let (guest_id, token) = invite(&r).await;
     let guest = app.anonymous();
-    let (status, _) = redeem(&guest, &base, &token, "given").await;
+    let (status, _, _) = redeem(&guest, &base, &token, "given").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
 
     let mut peers = Peers::new(WAIT);
@@ -497,4 +517,72 @@ async fn a_consenting_guest_is_in_the_call_and_in_the_recording() {
         );
     }
     app.stop().await;
+}
+
+/// A guest's join that the gate let in just before the clinician revoked them must not finish after the
+/// revocation has cleared the room: that would put the revoked guest in the call. The join is taken
+/// from its grant on, as the handler would go on after the gate.
+async fn a_join_let_in_before_its_guest_was_revoked_stays_out_of_the_call(db: Option<TestDatabase>) {
+    let app = TestApp::spawn_with(db, |_| {}).await;
+    let state = &app.running.state;
+    let monday = next_monday();
+    set_clock(&app.clock, at(monday, 8, 0));
+    let r = booked(&app, "Late", monday, 9).await;
+    start(&app, &r, monday, 9).await;
+    let (guest_id, token) = invite(&r).await;
+    let (status, _, session) = redeem(&app.anonymous(), &app.url(""), &token, "given").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let session = state
+        .store
+        .guest_session(&token_hash(&session.expect("a guest cookie")), state.clock.now())
+        .await
+        .unwrap()
+        .expect("a live guest session");
+    let appointment: uuid::Uuid = r.appointment.parse().unwrap();
+    let request = RequestId("late-join".into());
+    let grant = call_grant::<JoinConsultation>(state, &InCall::Guest(session), appointment, &request)
+        .await
+        .expect("the gate lets the guest in");
+
+    let (status, body) = r
+        .clinician_api
+        .delete(&r.path(&format!("guests/{guest_id}")))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let mut late = confide_testpeer::Peer::new("late guest").await;
+    let joined = state
+        .calls
+        .join(
+            &state.store,
+            &grant,
+            late.offer(true),
+            ConsultationMode::Video,
+            state.clock.now_ms(),
+        )
+        .await;
+    match joined {
+        Err(CallError::GuestRevoked) => {}
+        Err(e) => panic!("the revoked guest's join failed otherwise: {e}"),
+        Ok(_) => panic!("the revoked guest's join was answered"),
+    }
+    // The patient and clinician still get in.
+    let mut peers = Peers::new(WAIT);
+    for (who, api) in [("patient", &r.patient_api), ("clinician", &r.clinician_api)] {
+        peers.put(Peer::join(api, &r.path("call"), &format!("L/{who}")).await);
+    }
+    peers.run_until("both to connect", Peers::all_connected).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_join_let_in_before_its_guest_was_revoked_stays_out_of_the_call_sqlite() {
+    a_join_let_in_before_its_guest_was_revoked_stays_out_of_the_call(None).await;
+}
+
+#[tokio::test]
+async fn a_join_let_in_before_its_guest_was_revoked_stays_out_of_the_call_postgres() {
+    if let Some(db) = TestDatabase::postgres().await {
+        a_join_let_in_before_its_guest_was_revoked_stays_out_of_the_call(Some(db)).await;
+    }
 }
