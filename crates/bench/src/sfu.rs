@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use confide_media::DataKey;
 use confide_media::SegmentHeader;
-use confide_media::sfu::driver::{self, DriverConfig, SfuHandle};
+use confide_media::sfu::driver::{self, DelayHistogram, DriverConfig, SfuHandle};
 use confide_media::sfu::recorder::{self, Recorder};
 use confide_media::sfu::{Participant, ParticipantId, Role, RoomId};
 use confide_media::throughput::{self, Throughput};
@@ -117,7 +117,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<bool> {
     let server = Server::start(recordings.clone(), workers).await?;
     let sfu = run_sfu(&clients, &server, sockets, &noise, measure).await;
     server.stop().await;
-    let sfu = sfu?;
+    let (sfu, sfu_delays) = sfu?;
     let recorded_bytes = dir_bytes(&recordings)?;
     drop(clients);
     // After the calls, so that neither disturbs the other; blocking file work off the async threads.
@@ -133,6 +133,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<bool> {
         floor,
         direct,
         sfu,
+        sfu_delays,
         recorded_bytes,
         recorder_dropped: server.sfu.recorder_dropped(),
         writer,
@@ -665,7 +666,7 @@ async fn run_sfu(
     sockets: Vec<StdUdpSocket>,
     noise: &Arc<[u8]>,
     measure: Duration,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<(Run, DelayHistogram)> {
     let ctl = Control::new();
     let n = sockets.len();
     let mut rooms = Vec::new();
@@ -721,9 +722,17 @@ async fn run_sfu(
     }
     let (start, end) = ctl.open_window(measure);
     let sfu = server.sfu.clone();
+    let delays_at_start = {
+        let sfu = sfu.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            sfu.forward_delays()
+        })
+    };
     // Thread names as the kernel keeps them, cut to 15 bytes.
     let threads = ["sfu", "confide-recorde", "confide-segmen", "bench-clients"];
     let window = measure_window(start, end, &threads, || sfu.stats().datagrams_sent).await;
+    let delays = sfu.forward_delays().since(&delays_at_start.await?);
     tokio::time::sleep(GRACE).await;
     for room in rooms {
         server.sfu.close_room(room).await?;
@@ -733,7 +742,7 @@ async fn run_sfu(
     for task in tasks {
         tally.absorb(task.await??);
     }
-    Ok(window.with(tally))
+    Ok((window.with(tally), delays))
 }
 
 /// A str0m peer in the browser's role, sending and receiving one audio and one video line.
@@ -1021,6 +1030,8 @@ struct Report {
     floor: Run,
     direct: Run,
     sfu: Run,
+    /// Time datagrams spent in the SFU during the window, as its driver measures it.
+    sfu_delays: DelayHistogram,
     recorded_bytes: u64,
     recorder_dropped: u64,
     writer: Throughput,
@@ -1158,6 +1169,19 @@ impl Report {
              p50 {:.3} ms, p99 {:.3} ms",
             s50 - f50,
             s99 - f99
+        );
+        let in_sfu = |q: f64| match self.sfu_delays.quantile(q) {
+            Some(d) => format!("{:.2}", d.as_secs_f64() * 1000.0),
+            None if self.sfu_delays.count() == 0 => "-".into(),
+            None => "> 100".into(),
+        };
+        println!(
+            "time in the SFU (a datagram's arrival at its socket, by the kernel's timestamp, to the end of the \
+             send of what it made), {} datagrams: p50 {} ms, p99 {} ms, p99.9 {} ms",
+            self.sfu_delays.count(),
+            in_sfu(0.5),
+            in_sfu(0.99),
+            in_sfu(0.999)
         );
         println!(
             "ratio sfu / floor: forwarded packets/s {:.3}, per core {:.3}",

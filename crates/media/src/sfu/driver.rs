@@ -6,11 +6,13 @@
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
+use nix::sys::socket::{self as sock, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, sockopt};
+use quinn_udp::{UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -109,6 +111,95 @@ struct Counters {
     datagrams_sent: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
+    delays: ForwardDelays,
+}
+
+/// Buckets of [`ForwardDelays`]: 10 µs wide up to 2 ms, then 1 ms wide up to 100 ms, then one for
+/// the rest.
+const FINE_BUCKETS: u64 = 200;
+const FINE_US: u64 = 10;
+const COARSE_BUCKETS: u64 = 98;
+const COARSE_US: u64 = 1000;
+const DELAY_BUCKETS: usize = (FINE_BUCKETS + COARSE_BUCKETS + 1) as usize;
+
+/// How long datagrams spent in the SFU: from reaching its socket (the kernel's receive timestamp) to
+/// the end of the send of what they made (the forwarded copies handed to the kernel), counted per
+/// bucket of [`delay_bucket`].
+#[derive(Debug)]
+struct ForwardDelays(Box<[AtomicU64]>);
+
+impl Default for ForwardDelays {
+    fn default() -> Self {
+        ForwardDelays((0..DELAY_BUCKETS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+fn delay_bucket(delay: Duration) -> usize {
+    let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+    let bucket = if us < FINE_BUCKETS * FINE_US {
+        us / FINE_US
+    } else {
+        (FINE_BUCKETS + (us - FINE_BUCKETS * FINE_US) / COARSE_US).min(FINE_BUCKETS + COARSE_BUCKETS)
+    };
+    bucket as usize
+}
+
+/// The upper edge of a bucket of [`delay_bucket`]; the last has none.
+fn bucket_edge(bucket: usize) -> Option<Duration> {
+    let b = bucket as u64;
+    if b < FINE_BUCKETS {
+        Some(Duration::from_micros((b + 1) * FINE_US))
+    } else if b < FINE_BUCKETS + COARSE_BUCKETS {
+        Some(Duration::from_micros(
+            FINE_BUCKETS * FINE_US + (b - FINE_BUCKETS + 1) * COARSE_US,
+        ))
+    } else {
+        None
+    }
+}
+
+/// A copy of the forwarding delays counted so far; see [`SfuHandle::forward_delays`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelayHistogram {
+    counts: Vec<u64>,
+}
+
+impl DelayHistogram {
+    /// Datagrams counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// What was counted after `earlier`, a copy taken before this one.
+    pub fn since(&self, earlier: &DelayHistogram) -> DelayHistogram {
+        DelayHistogram {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(now, then)| now.saturating_sub(*then))
+                .collect(),
+        }
+    }
+
+    /// The delay that the fraction `q` of datagrams stayed within, as the upper edge of its bucket
+    /// (10 µs wide below 2 ms, 1 ms below 100 ms); `None` if nothing was counted, or if it is over
+    /// 100 ms.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return bucket_edge(bucket);
+            }
+        }
+        None
+    }
 }
 
 /// The task's counts since it last published them to [`Counters`].
@@ -183,6 +274,10 @@ pub fn start_workers(
         {
             warn!(error = %e, "could not enlarge the SFU socket's buffers");
         }
+        // Best effort too: without them, forwarding delays are not measured.
+        if let Err(e) = sock::setsockopt(&socket, sockopt::ReceiveTimestampns, &true) {
+            warn!(error = %e, "could not turn on receive timestamps on the SFU socket");
+        }
         let public_addr = match config.public_addr {
             Some(addr) => worker_addr(addr, i)?,
             None => socket.local_addr().map_err(DriverError::Bind)?,
@@ -205,7 +300,8 @@ pub fn start_workers(
             counters: counters.clone(),
             io,
             receive_buffer: vec![0; RECEIVE_DATAGRAMS * RECEIVE_BUFFER],
-            receive_meta: vec![RecvMeta::default(); RECEIVE_DATAGRAMS],
+            arrivals: Vec::with_capacity(RECEIVE_DATAGRAMS),
+            unsent: Vec::new(),
             run: Run::new(),
             next: None,
             recorded_pending: Vec::with_capacity(RECORDED_BATCH),
@@ -262,6 +358,21 @@ impl SfuHandle {
     /// holding back media for a slow recorder would stall both participants.
     pub fn recorder_dropped(&self) -> u64 {
         self.recorder_dropped.load(Ordering::Relaxed)
+    }
+
+    /// How long every datagram received so far took from reaching a worker's socket to the end of
+    /// the send of what it made. Datagrams that arrive without the kernel's receive timestamp are not
+    /// counted.
+    pub fn forward_delays(&self) -> DelayHistogram {
+        DelayHistogram {
+            counts: self
+                .counters
+                .delays
+                .0
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+        }
     }
 
     /// What has gone through the sockets so far.
@@ -335,7 +446,10 @@ struct Task {
     counters: Arc<Counters>,
     io: UdpSocketState,
     receive_buffer: Vec<u8>,
-    receive_meta: Vec<RecvMeta>,
+    /// What each datagram buffer of the last read holds.
+    arrivals: Vec<Arrival>,
+    /// When the datagrams handled since everything they made was last sent reached the socket.
+    unsent: Vec<SystemTime>,
     /// The datagrams being sent, held while the socket's buffer is full: nothing after them goes
     /// first.
     run: Run,
@@ -348,6 +462,19 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        // Made on the worker's thread: the headers hold pointers, so they can't be sent to it. Room
+        // for every control message the socket has turned on: the receive time, the size of
+        // coalesced datagrams, and quinn-udp's destination address and ECN bits.
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
+            RECEIVE_DATAGRAMS,
+            Some(nix::cmsg_space!(
+                nix::libc::timespec,
+                i32,
+                nix::libc::in6_pktinfo,
+                nix::libc::in_pktinfo,
+                i32
+            )),
+        );
         loop {
             self.flush().await;
             let deadline = self
@@ -360,7 +487,7 @@ impl Task {
             };
             tokio::select! {
                 readable = self.socket.readable() => match readable {
-                    Ok(()) => self.receive(),
+                    Ok(()) => self.receive(&mut headers),
                     Err(e) => warn!(error = %e, "SFU socket failed"),
                 },
                 command = commands.recv() => {
@@ -384,17 +511,21 @@ impl Task {
 
     /// Handles the datagrams waiting on the socket, [`RECEIVE_READS`] reads of them at most. After
     /// each read, the connections written to run their timers, and what they send goes out.
-    fn receive(&mut self) {
+    fn receive(&mut self, headers: &mut MultiHeaders<SockaddrStorage>) {
         let mut counts = Counts::default();
         for _ in 0..RECEIVE_READS {
-            let mut buffers: Vec<IoSliceMut<'_>> = self
-                .receive_buffer
-                .chunks_mut(RECEIVE_BUFFER)
-                .map(IoSliceMut::new)
-                .collect();
-            let (socket, io, meta) = (&self.socket, &self.io, &mut self.receive_meta);
-            let read = socket.try_io(Interest::READABLE, || {
-                io.recv(UdpSockRef::from(socket), &mut buffers, meta)
+            let fd = self.socket.as_raw_fd();
+            let (buffer, arrivals) = (&mut self.receive_buffer, &mut self.arrivals);
+            let read = self.socket.try_io(Interest::READABLE, || {
+                let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffer
+                    .chunks_mut(RECEIVE_BUFFER)
+                    .map(|chunk| [IoSliceMut::new(chunk)])
+                    .collect();
+                let received = sock::recvmmsg(fd, headers, slices.iter_mut(), MsgFlags::empty(), None)
+                    .map_err(io::Error::from)?;
+                arrivals.clear();
+                arrivals.extend(received.map(|message| Arrival::of(&message)));
+                Ok(arrivals.len())
             });
             let n = match read {
                 Ok(n) => n,
@@ -406,21 +537,38 @@ impl Task {
                 }
             };
             let now = Instant::now();
-            for (meta, buffer) in self.receive_meta[..n].iter().zip(&buffers) {
-                let stride = if meta.stride == 0 { meta.len } else { meta.stride };
-                for datagram in buffer[..meta.len].chunks(stride.max(1)) {
+            let buffers = self.receive_buffer.chunks(RECEIVE_BUFFER);
+            for (arrival, buffer) in self.arrivals.iter().zip(buffers) {
+                let Some(source) = arrival.source else {
+                    continue;
+                };
+                let stride = arrival.stride.unwrap_or(arrival.len).max(1);
+                for datagram in buffer[..arrival.len].chunks(stride) {
                     counts.datagrams_received += 1;
                     counts.bytes_received += datagram.len() as u64;
-                    self.sfu.handle_datagram(meta.addr, datagram, now);
+                    self.sfu.handle_datagram(source, datagram, now);
+                    self.unsent.extend(arrival.at);
                 }
             }
-            drop(buffers);
             self.sfu.handle_timeout(now);
             if !self.send_queued(&mut counts) || n < RECEIVE_DATAGRAMS {
                 break;
             }
         }
         self.counters.add(&counts);
+    }
+
+    /// Counts the forwarding delays of the datagrams handled since the last time everything was
+    /// sent; called when it all has been again.
+    fn all_sent(&mut self) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        for at in self.unsent.drain(..) {
+            let delay = now.duration_since(at).unwrap_or_default();
+            self.counters.delays.0[delay_bucket(delay)].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Sends queued datagrams while the socket takes them without waiting; false if it is full, and
@@ -431,6 +579,7 @@ impl Task {
     fn send_queued(&mut self, counts: &mut Counts) -> bool {
         loop {
             if self.run.count == 0 && !self.gather() {
+                self.all_sent();
                 return true;
             }
             let run = &self.run;
@@ -550,6 +699,64 @@ impl Task {
     }
 }
 
+/// A datagram buffer of a read: from whom, how many bytes, the size of each datagram in it when the
+/// kernel coalesced several from one sender (UDP GRO), and when the first of them reached the socket.
+struct Arrival {
+    source: Option<SocketAddr>,
+    len: usize,
+    stride: Option<usize>,
+    at: Option<SystemTime>,
+}
+
+impl Arrival {
+    fn of(message: &sock::RecvMsg<'_, '_, SockaddrStorage>) -> Arrival {
+        // Only fails when the control messages were cut short, which their space is sized against.
+        // Without them a buffer of coalesced datagrams can't be told apart, so it is dropped.
+        let controls = match message.cmsgs() {
+            Ok(controls) => controls,
+            Err(e) => {
+                warn!(error = %e, "SFU socket read without its control messages; dropped");
+                return Arrival {
+                    source: None,
+                    len: 0,
+                    stride: None,
+                    at: None,
+                };
+            }
+        };
+        let mut stride = None;
+        let mut at = None;
+        for control in controls {
+            match control {
+                ControlMessageOwned::UdpGroSegments(size) => stride = usize::try_from(size).ok(),
+                ControlMessageOwned::ScmTimestampns(ts) => {
+                    at = u64::try_from(ts.tv_sec())
+                        .ok()
+                        .zip(u32::try_from(ts.tv_nsec()).ok())
+                        .and_then(|(secs, nanos)| {
+                            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+                        });
+                }
+                _ => {}
+            }
+        }
+        Arrival {
+            source: message.address.and_then(|a| socket_addr(&a)),
+            len: message.bytes,
+            stride,
+            at,
+        }
+    }
+}
+
+fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
+    match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(SocketAddr::V4((*v4).into())),
+        (None, Some(v6)) => Some(SocketAddr::V6((*v6).into())),
+        (None, None) => None,
+    }
+}
+
 /// Datagrams for one destination, sent together: `count` of them, each `segment` bytes but the
 /// last, one after the other in `bytes`.
 struct Run {
@@ -590,6 +797,54 @@ mod tests {
         assert_eq!(worker_addr(any, 5).unwrap(), any);
         let last: SocketAddr = "127.0.0.1:65535".parse().unwrap();
         assert!(matches!(worker_addr(last, 1), Err(DriverError::PortRange(1))));
+    }
+
+    /// Each datagram a worker reads is timed from the kernel's receive timestamp, whether or not it
+    /// belongs to a call; bursts from one sender (which the kernel may coalesce) count per datagram.
+    #[tokio::test]
+    async fn every_datagram_read_is_timed_from_its_arrival() {
+        let (sfu, _recorded) = start_workers(DriverConfig::default(), NonZeroUsize::MIN).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..40 {
+            sender.send_to(&[0x80; 1200], sfu.public_addr()).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sfu.forward_delays().count() < 40 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let delays = sfu.forward_delays();
+        assert_eq!(delays.count(), 40);
+        assert_eq!(sfu.stats().datagrams_received, 40);
+        let p99 = delays.quantile(0.99).expect("within 100 ms");
+        assert!(p99 < Duration::from_millis(100), "{p99:?}");
+    }
+
+    #[test]
+    fn delays_fall_in_buckets_whose_edges_bound_them() {
+        for us in [0, 9, 10, 1999, 2000, 2999, 99_999, 100_000, 5_000_000] {
+            let delay = Duration::from_micros(us);
+            let bucket = delay_bucket(delay);
+            assert!(bucket < DELAY_BUCKETS);
+            match bucket_edge(bucket) {
+                Some(edge) => {
+                    assert!(delay < edge, "{us} µs over its edge {edge:?}");
+                    assert!(
+                        bucket == 0 || bucket_edge(bucket - 1).unwrap() <= delay,
+                        "{us} µs"
+                    );
+                }
+                None => assert!(delay >= Duration::from_millis(100), "{us} µs"),
+            }
+        }
+        let mut counts = vec![0; DELAY_BUCKETS];
+        counts[delay_bucket(Duration::from_micros(55))] = 98;
+        counts[delay_bucket(Duration::from_micros(2500))] = 2;
+        let histogram = DelayHistogram { counts };
+        assert_eq!(histogram.quantile(0.5), Some(Duration::from_micros(60)));
+        assert_eq!(histogram.quantile(0.98), Some(Duration::from_micros(60)));
+        assert_eq!(histogram.quantile(0.99), Some(Duration::from_micros(3000)));
+        let empty = histogram.since(&histogram);
+        assert_eq!((empty.count(), empty.quantile(0.5)), (0, None));
     }
 
     /// Every worker announces its own socket, and a room's signaling always reaches the same one.
