@@ -329,11 +329,73 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.metrics.render();
+    text.push_str(&sfu_metrics(state.calls.sfu()));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        text,
     )
+}
+
+/// Bucket bounds of `confide_sfu_forward_delay_seconds`, in microseconds: each one is a bucket edge of
+/// the SFU's own histogram, so every count is exact.
+const SFU_DELAY_BOUNDS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000,
+];
+
+/// The SFU's counters and its forwarding-delay histogram in Prometheus' text format. The workers count
+/// on their own threads; this reads their totals when scraped.
+fn sfu_metrics(sfu: &confide_media::sfu::driver::SfuHandle) -> String {
+    use std::fmt::Write as _;
+    let stats = sfu.stats();
+    let mut out = String::new();
+    let counters = [
+        (
+            "confide_sfu_datagrams_received_total",
+            "Datagrams the SFU's workers received.",
+            stats.datagrams_received,
+        ),
+        (
+            "confide_sfu_datagrams_sent_total",
+            "Datagrams the SFU's workers sent.",
+            stats.datagrams_sent,
+        ),
+        (
+            "confide_sfu_received_bytes_total",
+            "Bytes the SFU's workers received.",
+            stats.bytes_received,
+        ),
+        (
+            "confide_sfu_sent_bytes_total",
+            "Bytes the SFU's workers sent.",
+            stats.bytes_sent,
+        ),
+        (
+            "confide_sfu_recorder_dropped_frames_total",
+            "Frames left out of recordings because the recorder fell behind; the calls went on.",
+            sfu.recorder_dropped(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let delays = sfu.forward_delays();
+    let name = "confide_sfu_forward_delay_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time a datagram spent in the SFU: from reaching a worker's socket (the kernel's \
+         timestamp) to the end of the send of what it made.\n# TYPE {name} histogram"
+    );
+    for bound in SFU_DELAY_BOUNDS_US {
+        let within = delays.count_within(std::time::Duration::from_micros(bound));
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {within}", bound as f64 / 1e6);
+    }
+    let count = delays.count();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", delays.sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count {count}");
+    out
 }
 
 /// A server running in the background: for tests and benchmarks.

@@ -124,13 +124,29 @@ const DELAY_BUCKETS: usize = (FINE_BUCKETS + COARSE_BUCKETS + 1) as usize;
 
 /// How long datagrams spent in the SFU: from reaching its socket (the kernel's receive timestamp) to
 /// the end of the send of what they made (the forwarded copies handed to the kernel), counted per
-/// bucket of [`delay_bucket`].
+/// bucket of [`delay_bucket`], with their sum in microseconds.
 #[derive(Debug)]
-struct ForwardDelays(Box<[AtomicU64]>);
+struct ForwardDelays {
+    buckets: Box<[AtomicU64]>,
+    sum_us: AtomicU64,
+}
 
 impl Default for ForwardDelays {
     fn default() -> Self {
-        ForwardDelays((0..DELAY_BUCKETS).map(|_| AtomicU64::new(0)).collect())
+        ForwardDelays {
+            buckets: (0..DELAY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ForwardDelays {
+    fn add(&self, delay: Duration) {
+        self.buckets[delay_bucket(delay)].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -162,12 +178,29 @@ fn bucket_edge(bucket: usize) -> Option<Duration> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DelayHistogram {
     counts: Vec<u64>,
+    sum_us: u64,
 }
 
 impl DelayHistogram {
     /// Datagrams counted.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    /// The delays counted, added up.
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us)
+    }
+
+    /// Datagrams counted whose bucket lies wholly within `limit`: all of those that took at most
+    /// `limit` when it is a bucket edge (a multiple of 10 µs below 2 ms, of 1 ms below 100 ms).
+    pub fn count_within(&self, limit: Duration) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .take_while(|(bucket, _)| bucket_edge(*bucket).is_some_and(|edge| edge <= limit))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// What was counted after `earlier`, a copy taken before this one.
@@ -179,6 +212,7 @@ impl DelayHistogram {
                 .zip(&earlier.counts)
                 .map(|(now, then)| now.saturating_sub(*then))
                 .collect(),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
         }
     }
 
@@ -364,14 +398,10 @@ impl SfuHandle {
     /// the send of what it made. Datagrams that arrive without the kernel's receive timestamp are not
     /// counted.
     pub fn forward_delays(&self) -> DelayHistogram {
+        let delays = &self.counters.delays;
         DelayHistogram {
-            counts: self
-                .counters
-                .delays
-                .0
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect(),
+            counts: delays.buckets.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            sum_us: delays.sum_us.load(Ordering::Relaxed),
         }
     }
 
@@ -566,8 +596,9 @@ impl Task {
         }
         let now = SystemTime::now();
         for at in self.unsent.drain(..) {
-            let delay = now.duration_since(at).unwrap_or_default();
-            self.counters.delays.0[delay_bucket(delay)].fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .delays
+                .add(now.duration_since(at).unwrap_or_default());
         }
     }
 
@@ -817,6 +848,7 @@ mod tests {
         assert_eq!(sfu.stats().datagrams_received, 40);
         let p99 = delays.quantile(0.99).expect("within 100 ms");
         assert!(p99 < Duration::from_millis(100), "{p99:?}");
+        assert!(delays.sum() <= p99 * 40, "{:?}", delays.sum());
     }
 
     #[test]
@@ -839,12 +871,23 @@ mod tests {
         let mut counts = vec![0; DELAY_BUCKETS];
         counts[delay_bucket(Duration::from_micros(55))] = 98;
         counts[delay_bucket(Duration::from_micros(2500))] = 2;
-        let histogram = DelayHistogram { counts };
+        let histogram = DelayHistogram {
+            counts,
+            sum_us: 98 * 55 + 2 * 2500,
+        };
         assert_eq!(histogram.quantile(0.5), Some(Duration::from_micros(60)));
+        assert_eq!(histogram.count_within(Duration::from_micros(50)), 0);
+        assert_eq!(histogram.count_within(Duration::from_micros(60)), 98);
+        assert_eq!(histogram.count_within(Duration::from_millis(2)), 98);
+        assert_eq!(histogram.count_within(Duration::from_millis(3)), 100);
+        assert_eq!(histogram.sum(), Duration::from_micros(10_390));
         assert_eq!(histogram.quantile(0.98), Some(Duration::from_micros(60)));
         assert_eq!(histogram.quantile(0.99), Some(Duration::from_micros(3000)));
         let empty = histogram.since(&histogram);
-        assert_eq!((empty.count(), empty.quantile(0.5)), (0, None));
+        assert_eq!(
+            (empty.count(), empty.quantile(0.5), empty.sum()),
+            (0, None, Duration::ZERO)
+        );
     }
 
     /// Every worker announces its own socket, and a room's signaling always reaches the same one.

@@ -310,6 +310,31 @@ async fn two_consultations_call_switch_reconnect_and_record_apart(db: Option<Tes
         assert!(!tried(outsider, "allowed"), "{log:#}");
     }
     assert!(tried(&a.clinician, "allowed"), "{log:#}");
+
+    // The calls' datagrams were counted and timed, and /metrics shows it: a histogram whose buckets
+    // rise to its count.
+    let (status, metrics) = app.anonymous().get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let received = value("confide_sfu_datagrams_received_total");
+    assert!(received > 0.0, "{metrics}");
+    let timed = value("confide_sfu_forward_delay_seconds_count");
+    assert!(timed > 0.0 && timed <= received, "{metrics}");
+    let buckets: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("confide_sfu_forward_delay_seconds_bucket"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 11, "{metrics}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{metrics}");
+    assert_eq!(buckets.last(), Some(&timed));
+    assert!(value("confide_sfu_forward_delay_seconds_sum") > 0.0, "{metrics}");
     app.stop().await;
 }
 

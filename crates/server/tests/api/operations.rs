@@ -23,6 +23,17 @@ async fn health_and_metrics_answer() {
         text.contains("route=\"/api/v1/practices\""),
         "metrics are labelled by route pattern"
     );
+    // The SFU's own figures are there too, the delay histogram's buckets rising to its count.
+    for name in [
+        "confide_sfu_datagrams_received_total 0",
+        "confide_sfu_recorder_dropped_frames_total 0",
+        "# TYPE confide_sfu_forward_delay_seconds histogram",
+        "confide_sfu_forward_delay_seconds_bucket{le=\"0.002\"} 0",
+        "confide_sfu_forward_delay_seconds_bucket{le=\"+Inf\"} 0",
+        "confide_sfu_forward_delay_seconds_count 0",
+    ] {
+        assert!(text.lines().any(|l| l == name), "{name} in {text}");
+    }
     app.stop().await;
 }
 
