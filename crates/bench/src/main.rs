@@ -105,6 +105,12 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    // As the `confide` binary does, so that Confide is measured as it runs.
+    if let Err(e) = confide_media::sfu::driver::disable_transparent_huge_pages() {
+        eprintln!(
+            "warning: could not turn off transparent huge pages ({e}); SFU latency will show their faults"
+        );
+    }
     let mut passed = true;
     if matches!(args.scenario, Scenario::Reads | Scenario::All) {
         // Two targets of warm-up plus measurement, and room for seeding, draining and the audit walk: a hung

@@ -74,6 +74,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Err(e) = confide_media::sfu::driver::disable_transparent_huge_pages() {
+        tracing::warn!(error = %e, "could not turn off transparent huge pages; calls may stall now and then");
+    }
     match run(cli.command, &config::process_env).await {
         Ok(code) => code,
         Err(e) => {

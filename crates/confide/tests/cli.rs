@@ -505,6 +505,12 @@ async fn the_demo_seeds_once_and_its_logins_work_across_a_restart() {
 
     let mut demo = Demo::start(&data, dir.path(), "first");
     demo.wait_until_healthy(&new_client()).await;
+    // Their 2 MiB faults stall the SFU's workers for milliseconds (see the SFU driver).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", demo.child.id())).unwrap();
+    assert!(
+        status.lines().any(|l| l == "THP_enabled:\t0"),
+        "transparent huge pages are off in the server:\n{status}"
+    );
     let written = std::fs::read_to_string(&credentials).unwrap();
     let logins: Vec<Value> = serde_json::from_str(&written).unwrap();
     assert_eq!(logins.len(), 15, "{written}");
