@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use confide_domain::audit::{AuditEvent, Outcome};
 use confide_domain::consultation::{ConsentDecision, ConsultationError, ConsultationMode};
 use confide_domain::policy::actions::JoinConsultation;
-use confide_domain::policy::{Actor, CallGrant, ConsultationGrant};
+use confide_domain::policy::{Actor, CallGrant, ConsultationGrant, GuardedAction};
 use confide_store::CallFacts;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::api::guests::{InCall, call_grant, guest_event};
+use crate::calls::CallError;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::gate::RequestId;
@@ -136,10 +137,7 @@ async fn negotiate(
     let now_ms = state.clock.now_ms();
     let (answer, action) = match step {
         Step::Join => (
-            state
-                .calls
-                .join(&state.store, &grant, req.sdp, mode, now_ms)
-                .await?,
+            join_call(state, &grant, req.sdp, mode, request).await?,
             "consultation.joined",
         ),
         Step::SwitchMode => (
@@ -152,6 +150,34 @@ async fn negotiate(
     };
     record_step(state, who, &grant, action, mode.as_str(), request).await?;
     Ok(CallAnswer { sdp: answer.sdp })
+}
+
+/// Joins the call on the gate's grant. A guest revoked after the gate let them in is refused here, and
+/// that refusal is audited too, so the log does not end at the gate's yes for a join that never happened.
+pub async fn join_call(
+    state: &AppState,
+    grant: &CallGrant<JoinConsultation>,
+    offer: String,
+    mode: ConsultationMode,
+    request: &RequestId,
+) -> Result<crate::calls::Answer, ApiError> {
+    let joined = state
+        .calls
+        .join(&state.store, grant, offer, mode, state.clock.now_ms())
+        .await;
+    if let (Err(CallError::GuestRevoked), Actor::Guest(guest)) = (&joined, grant.actor()) {
+        let event = guest_event(
+            state,
+            guest,
+            JoinConsultation::ACTION.as_str(),
+            Outcome::Denied,
+            "guest_revoked",
+            grant.consultation(),
+            request,
+        );
+        state.record(event).await?;
+    }
+    Ok(joined?)
 }
 
 pub async fn join(

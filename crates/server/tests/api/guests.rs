@@ -12,9 +12,10 @@ use confide_domain::consultation::ConsultationMode;
 use confide_domain::identity::Role;
 use confide_domain::policy::actions::JoinConsultation;
 use confide_media::MasterKey;
+use confide_server::api::calls::join_call;
 use confide_server::api::guests::{GUEST_COOKIE, InCall, call_grant};
 use confide_server::auth::token_hash;
-use confide_server::calls::CallError;
+use confide_server::error::ApiError;
 use confide_server::gate::RequestId;
 use confide_store::testing::TestDatabase;
 use jiff::civil::Date;
@@ -551,21 +552,27 @@ async fn a_join_let_in_before_its_guest_was_revoked_stays_out_of_the_call(db: Op
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 
     let mut late = confide_testpeer::Peer::new("late guest").await;
-    let joined = state
-        .calls
-        .join(
-            &state.store,
-            &grant,
-            late.offer(true),
-            ConsultationMode::Video,
-            state.clock.now_ms(),
-        )
-        .await;
+    let joined = join_call(state, &grant, late.offer(true), ConsultationMode::Video, &request).await;
     match joined {
-        Err(CallError::GuestRevoked) => {}
+        Err(ApiError::NotFound) => {}
         Err(e) => panic!("the revoked guest's join failed otherwise: {e}"),
         Ok(_) => panic!("the revoked guest's join was answered"),
     }
+    // The patient sees the gate's yes and, after it, the refusal.
+    let (status, log) = r
+        .patient_api
+        .get(&format!("/api/v1/patients/{}/access-log", r.patient.id))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let guest_tag = format!("guest:{guest_id}");
+    let joins: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "consultation.join" && e["reason"].as_str().unwrap().contains(&guest_tag))
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert!(joins.contains(&"allowed") && joins.contains(&"denied"), "{log:#}");
     // The patient and clinician still get in.
     let mut peers = Peers::new(WAIT);
     for (who, api) in [("patient", &r.patient_api), ("clinician", &r.clinician_api)] {
