@@ -137,7 +137,7 @@ async fn negotiate(
     let now_ms = state.clock.now_ms();
     let (answer, action) = match step {
         Step::Join => (
-            join_call(state, &grant, req.sdp, mode, request).await?,
+            join_call(state, &grant, req.sdp, mode, now_ms, request).await?,
             "consultation.joined",
         ),
         Step::SwitchMode => (
@@ -159,12 +159,10 @@ pub async fn join_call(
     grant: &CallGrant<JoinConsultation>,
     offer: String,
     mode: ConsultationMode,
+    at_ms: i64,
     request: &RequestId,
 ) -> Result<crate::calls::Answer, ApiError> {
-    let joined = state
-        .calls
-        .join(&state.store, grant, offer, mode, state.clock.now_ms())
-        .await;
+    let joined = state.calls.join(&state.store, grant, offer, mode, at_ms).await;
     if let (Err(CallError::GuestRevoked), Actor::Guest(guest)) = (&joined, grant.actor()) {
         let event = guest_event(
             state,

@@ -552,7 +552,15 @@ async fn a_join_let_in_before_its_guest_was_revoked_stays_out_of_the_call(db: Op
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 
     let mut late = confide_testpeer::Peer::new("late guest").await;
-    let joined = join_call(state, &grant, late.offer(true), ConsultationMode::Video, &request).await;
+    let joined = join_call(
+        state,
+        &grant,
+        late.offer(true),
+        ConsultationMode::Video,
+        state.clock.now_ms(),
+        &request,
+    )
+    .await;
     match joined {
         Err(ApiError::NotFound) => {}
         Err(e) => panic!("the revoked guest's join failed otherwise: {e}"),
