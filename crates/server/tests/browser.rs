@@ -413,7 +413,7 @@ async fn get_json(surgery: &Surgery, client: &reqwest::Client, path: &str) -> Va
 }
 
 /// The whole recorded consultation through the pages: join with consent, media both ways, audio only and
-/// back, chat, hang up and complete; then the recording plays for both participants, as long as the call,
+/// back, the patient's page coming back into the call, chat, hang up and complete; then the recording plays for both participants, as long as the call,
 /// and is not there at all for anyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_and_their_clinician_see_and_hear_each_other() {
@@ -583,7 +583,40 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         );
     }
 
-    // Every switch is a new segment of the one recording.
+    // The patient's page loads again, as a browser does after a crash or a dropped network: the patient
+    // comes back into the same consultation with a new connection. The clinician's page keeps the line
+    // that carried the patient, and it now carries a new stream (its own SSRC, sequence numbers and VP8
+    // picture ids), which the SFU renumbers onto the line; the clinician's browser must decode it.
+    patient.goto(&call_page).await;
+    patient
+        .wait_for(
+            "the question about recording, again",
+            "!document.getElementById('call-join-recorded').disabled",
+        )
+        .await;
+    patient.click("#call-join-recorded").await;
+    patient
+        .wait_for_within(
+            Duration::from_secs(20),
+            "audio and video from the clinician after coming back",
+            MEDIA_ARRIVES,
+        )
+        .await;
+    let back = inbound(&clinician).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = inbound(&clinician).await;
+        if now.video_frames > back.video_frames + 10 && now.audio_bytes > back.audio_bytes {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clinician: the patient's video is not decoded after the patient came back: {back:?} then {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every switch, and the return, is a new segment of the one recording.
     let store = &s.running.state.store;
     let facts = store
         .consultation_ref(id.parse().unwrap())
@@ -616,6 +649,7 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
             (SegmentReason::Start, ConsultationMode::Video),
             (SegmentReason::ModeSwitch, ConsultationMode::AudioOnly),
             (SegmentReason::ModeSwitch, ConsultationMode::Video),
+            (SegmentReason::Reconnect, ConsultationMode::Video),
         ]
     );
 
