@@ -1,7 +1,8 @@
 // The call page's WebRTC: camera and microphone, one RTCPeerConnection to the server's SFU, and the
 // controls. The SFU is on the server's own address, so no ICE servers are used; the offer is sent once
 // its candidates are gathered, as the SFU takes no trickled ones. Switching between audio only and video
-// is a new offer on the same connection; a connection that fails joins again, as a reconnect.
+// is a new offer on the same connection; a connection that fails, or stays disconnected for a few seconds,
+// joins again on a new one, as a reconnect, and keeps trying while the network is down.
 // A call may have a third person in it, a guest such as an interpreter. The SFU never offers lines
 // itself, so per kind the page offers one line for each other person it may receive: its own
 // send-and-receive line (slot 0), then receive-only ones. The SFU puts each other person in a slot of
@@ -65,6 +66,12 @@
   var ended = false;
   // How long a slot may go without media before its tile is taken away.
   var GONE_AFTER_MS = 5000;
+  // Chromium calls a connection that has had no answers for a few seconds disconnected, and failed only
+  // some 15 s later; a blip shorter than this comes back by itself, anything longer is a lost network.
+  var RECONNECT_AFTER_MS = 3000;
+  // Between attempts to join again while the server cannot be reached.
+  var RETRY_AFTER_MS = 2000;
+  var reconnecting = null;
   // One per other person the call may have (the SFU's MAX_PARTICIPANTS - 1). `audio` and `video` are this
   // connection's transceivers for the slot; the tile and when media was last seen outlive reconnects.
   var remotes = [otherName, secondName].map(function (name) {
@@ -94,12 +101,21 @@
       if (response.status === 204) {
         return null;
       }
-      return response.json().then(function (json) {
+      // A proxy in front of an unavailable server may answer with a page that is not JSON.
+      var parsed = response.ok ? response.json() : response.json().catch(function () { return null; });
+      return parsed.then(function (json) {
         if (!response.ok) {
-          throw new Error(json && json.error ? json.error.message : "The server refused (" + response.status + ").");
+          var refused = new Error(json && json.error ? json.error.message : "The server refused (" + response.status + ").");
+          refused.status = response.status;
+          throw refused;
         }
         return json;
       });
+    }, function () {
+      // Status 0, as browsers report a request that got no answer.
+      var lost = new Error("The server could not be reached.");
+      lost.status = 0;
+      throw lost;
     });
   }
 
@@ -258,15 +274,22 @@
     if (pc) {
       pc.close();
     }
+    window.clearTimeout(reconnecting);
     lastPackets = { received: 0, lost: 0 };
-    pc = new RTCPeerConnection({ iceServers: [] });
-    pc.addEventListener("connectionstatechange", function () {
-      var state = pc.connectionState;
+    var connection = new RTCPeerConnection({ iceServers: [] });
+    pc = connection;
+    connection.addEventListener("connectionstatechange", function () {
+      if (connection !== pc) {
+        return;
+      }
+      var state = connection.connectionState;
+      window.clearTimeout(reconnecting);
       if (state === "connected") {
         say(mode === "video" ? "Connected." : "Connected, audio only.");
-      } else if (state === "failed" && !ended) {
-        say("The connection was lost. Reconnecting…");
-        join();
+      } else if (state === "failed") {
+        rejoin();
+      } else if (state === "disconnected") {
+        reconnecting = window.setTimeout(rejoin, RECONNECT_AFTER_MS);
       }
     });
     var microphone = local.getAudioTracks()[0];
@@ -291,6 +314,29 @@
     return connect().then(function () {
       setEnabled(true);
     }, failed);
+  }
+
+  // Joins again on a new connection after this one was lost. While the server cannot be reached (no
+  // answer, or one saying it is unavailable) it tries again; anything else, such as the call having
+  // ended, is the end of it.
+  function rejoin() {
+    if (ended) {
+      return;
+    }
+    say("The connection was lost. Reconnecting…");
+    connect().then(function () {
+      setEnabled(true);
+    }, function (error) {
+      if (ended) {
+        return;
+      }
+      if (error.status === 0 || error.status >= 500) {
+        say("The connection was lost. Trying again to reconnect…");
+        reconnecting = window.setTimeout(rejoin, RETRY_AFTER_MS);
+      } else {
+        failed(error);
+      }
+    });
   }
 
   function failed(error) {

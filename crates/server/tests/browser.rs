@@ -4,10 +4,13 @@
 
 #[path = "browser/chromium.rs"]
 mod chromium;
+#[path = "browser/network.rs"]
+mod network;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use confide_domain::consultation::{ConsultationMode, SegmentReason};
 use confide_domain::identity::{Email, PersonName, Role};
 use confide_domain::password::NewPassword;
 use confide_domain::practice::{Address, PracticeName, TimeZoneName};
@@ -20,6 +23,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use chromium::{Chromium, Tab, chromium_or_skip, js_string};
+use network::NetworkPath;
 
 const PASSWORD: &str = "violet-otter-sails-at-dawn";
 const LONDON: &str = "Europe/London";
@@ -52,12 +56,18 @@ fn london(day: jiff::civil::Date, hour: i8, minute: i8) -> Timestamp {
 impl Surgery {
     /// Opens at 08:54 tomorrow (London); the clinician works 09:00 to 11:00 that day.
     async fn open() -> Surgery {
+        Surgery::open_with(|_| {}).await
+    }
+
+    /// As [`open`](Self::open), with the app's configuration changed by `configure` first.
+    async fn open_with(configure: impl FnOnce(&mut ServerConfig)) -> Surgery {
         let day = Timestamp::now().in_tz(LONDON).unwrap().date().tomorrow().unwrap();
         let clock = Arc::new(ManualClock::new(london(day, 8, 54)));
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::embedded(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
         // Emails go out at once, so that the job runner is idle while the browsers write.
         config.job_poll = Duration::from_millis(20);
+        configure(&mut config);
         let running = confide_server::spawn(config, clock.clone()).await.unwrap();
         let practice = PracticeId::from_uuid(Uuid::now_v7());
         running
@@ -412,19 +422,11 @@ async fn get_json(surgery: &Surgery, client: &reqwest::Client, path: &str) -> Va
     response.json().await.unwrap()
 }
 
-/// The whole recorded consultation through the pages: join with consent, media both ways, audio only and
-/// back, the patient's page coming back into the call, chat, hang up and complete; then the recording plays for both participants, as long as the call,
-/// and is not there at all for anyone else.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_patient_and_their_clinician_see_and_hear_each_other() {
-    let Some(executable) = chromium_or_skip("a_patient_and_their_clinician_see_and_hear_each_other") else {
-        return;
-    };
-    let s = Surgery::open().await;
-    let patient_api = s.api_login(&s.patient).await;
+/// Books the patient a video appointment at 09:00 with the clinician, and checks them in; its id.
+async fn book_video_and_check_in(s: &Surgery, patient_api: &reqwest::Client) -> String {
     let (status, body) = post(
-        &s,
-        &patient_api,
+        s,
+        patient_api,
         "/api/v1/appointments",
         json!({"clinician_id": s.clinician.id, "start": london(s.day, 9, 0).to_string(), "kind": "video"}),
     )
@@ -433,33 +435,20 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
     let id = body["id"].as_str().unwrap().to_owned();
     s.settle().await;
     let (status, body) = post(
-        &s,
-        &patient_api,
+        s,
+        patient_api,
         &format!("/api/v1/appointments/{id}/check-in"),
         json!({}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "check-in: {body}");
+    id
+}
 
-    let (patient_browser, clinician_browser) =
-        tokio::join!(Chromium::launch(&executable), Chromium::launch(&executable));
-    let patient = patient_browser.tab("patient").await;
-    let clinician = clinician_browser.tab("clinician").await;
-    log_in(&patient, &s, &s.patient).await;
-    log_in(&clinician, &s, &s.clinician).await;
-
-    // Before the clinician starts it, there is no call to join.
-    let call_page = s.url(&format!("/appointments/{id}/call"));
-    let response = patient_api.get(&call_page).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    patient.goto(&s.url(&format!("/appointments/{id}"))).await;
-    assert_eq!(
-        patient.value("document.getElementById('join-call').hidden").await,
-        json!(true)
-    );
-
-    // The clinician starts the consultation and joins from the schedule; the patient's page offers the
-    // call by itself, and the patient joins from there.
+/// The clinician starts consultation `id` and joins from the schedule; the patient's page, the
+/// appointment's, offers the call by itself, and the patient joins from there. Each is asked before joining whether they may be recorded,
+/// and agrees. When the second of them joined.
+async fn start_and_join(s: &Surgery, patient: &Tab, clinician: &Tab, id: &str) -> Instant {
     clinician.goto(&s.url("/schedule")).await;
     let start_button = "section[aria-labelledby='queue-heading'] button[name=action][value=start]";
     clinician.click(start_button).await;
@@ -479,9 +468,8 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         .await;
     patient.click(&join_link).await;
 
-    // Each is asked before joining whether they may be recorded, and agrees.
-    let mut joined = Instant::now();
-    for tab in [&patient, &clinician] {
+    let call_page = s.url(&format!("/appointments/{id}/call"));
+    for tab in [patient, clinician] {
         tab.wait_for(
             "the call page",
             &format!("location.href === {}", js_string(&call_page)),
@@ -493,8 +481,69 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         )
         .await;
         tab.click("#call-join-recorded").await;
-        joined = Instant::now();
     }
+    Instant::now()
+}
+
+/// The segments of consultation `id`'s recording so far, read as its patient may.
+async fn segments(s: &Surgery, id: &str) -> Vec<(SegmentReason, ConsultationMode)> {
+    let store = &s.running.state.store;
+    let facts = store
+        .consultation_ref(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let grant = confide_domain::policy::authorize::<confide_domain::policy::actions::JoinConsultation>(
+        &confide_domain::policy::Principal {
+            user: s.patient.id,
+            role: Role::Patient,
+            practice: None,
+        },
+        facts,
+        &confide_domain::policy::Context { mfa_verified: true },
+    )
+    .unwrap();
+    store
+        .consultation_call(&grant)
+        .await
+        .unwrap()
+        .unwrap()
+        .segments
+        .iter()
+        .map(|s| (s.reason, s.mode))
+        .collect()
+}
+
+/// The whole recorded consultation through the pages: join with consent, media both ways, audio only and
+/// back, the patient's page coming back into the call, chat, hang up and complete; then the recording plays for both participants, as long as the call,
+/// and is not there at all for anyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_and_their_clinician_see_and_hear_each_other() {
+    let Some(executable) = chromium_or_skip("a_patient_and_their_clinician_see_and_hear_each_other") else {
+        return;
+    };
+    let s = Surgery::open().await;
+    let patient_api = s.api_login(&s.patient).await;
+    let id = book_video_and_check_in(&s, &patient_api).await;
+
+    let (patient_browser, clinician_browser) =
+        tokio::join!(Chromium::launch(&executable), Chromium::launch(&executable));
+    let patient = patient_browser.tab("patient").await;
+    let clinician = clinician_browser.tab("clinician").await;
+    log_in(&patient, &s, &s.patient).await;
+    log_in(&clinician, &s, &s.clinician).await;
+
+    // Before the clinician starts it, there is no call to join.
+    let call_page = s.url(&format!("/appointments/{id}/call"));
+    let response = patient_api.get(&call_page).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    patient.goto(&s.url(&format!("/appointments/{id}"))).await;
+    assert_eq!(
+        patient.value("document.getElementById('join-call').hidden").await,
+        json!(true)
+    );
+
+    let joined = start_and_join(&s, &patient, &clinician, &id).await;
     for tab in [&patient, &clinician] {
         tab.wait_for_within(
             Duration::from_secs(20),
@@ -617,32 +666,7 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
     }
 
     // Every switch, and the return, is a new segment of the one recording.
-    let store = &s.running.state.store;
-    let facts = store
-        .consultation_ref(id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let grant = confide_domain::policy::authorize::<confide_domain::policy::actions::JoinConsultation>(
-        &confide_domain::policy::Principal {
-            user: s.patient.id,
-            role: Role::Patient,
-            practice: None,
-        },
-        facts,
-        &confide_domain::policy::Context { mfa_verified: true },
-    )
-    .unwrap();
-    let segments: Vec<_> = store
-        .consultation_call(&grant)
-        .await
-        .unwrap()
-        .unwrap()
-        .segments
-        .iter()
-        .map(|s| (s.reason, s.mode))
-        .collect();
-    use confide_domain::consultation::{ConsultationMode, SegmentReason};
+    let segments = segments(&s, &id).await;
     assert_eq!(
         segments,
         [
@@ -939,6 +963,128 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
     assert_no_problems(&patient);
     assert_no_problems(&clinician);
 
+    drop((patient, clinician));
+    tokio::join!(patient_browser.close(), clinician_browser.close());
+    s.stop().await;
+}
+
+/// A network drop in the middle of a call: nothing between the browsers and the server gets through for
+/// a while. Each page notices its connection is lost and keeps trying to join again; once the network is
+/// back, each is back in the same consultation from new ports, media flowing both ways, and each return is
+/// a reconnect segment of the one recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_network_drop_both_pages_reconnect_into_the_same_call() {
+    let Some(executable) = chromium_or_skip("after_a_network_drop_both_pages_reconnect_into_the_same_call")
+    else {
+        return;
+    };
+    // One path to each SFU worker, of which there is one per core.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (path, sfu) = NetworkPath::open(workers);
+    let s = Surgery::open_with(|config| {
+        config.media_udp = sfu;
+        config.media_public = Some(path.public_addr());
+    })
+    .await;
+    let patient_api = s.api_login(&s.patient).await;
+    let id = book_video_and_check_in(&s, &patient_api).await;
+    let (patient_browser, clinician_browser) =
+        tokio::join!(Chromium::launch(&executable), Chromium::launch(&executable));
+    let patient = patient_browser.tab("patient").await;
+    let clinician = clinician_browser.tab("clinician").await;
+    log_in(&patient, &s, &s.patient).await;
+    log_in(&clinician, &s, &s.clinician).await;
+    patient.goto(&s.url(&format!("/appointments/{id}"))).await;
+    start_and_join(&s, &patient, &clinician, &id).await;
+    for tab in [&patient, &clinician] {
+        tab.wait_for_within(
+            Duration::from_secs(20),
+            "audio and video from the other side",
+            MEDIA_ARRIVES,
+        )
+        .await;
+    }
+
+    // The network is gone, for the pages' requests too: their first attempts to join again get no answer,
+    // and they keep trying until it is back.
+    path.cut();
+    let cut = Instant::now();
+    for tab in [&patient, &clinician] {
+        tab.set_offline(true).await;
+    }
+    for tab in [&patient, &clinician] {
+        tab.wait_for_within(
+            Duration::from_secs(40),
+            "an attempt to join again that got no answer",
+            "document.getElementById('call-status').textContent \
+             === 'The connection was lost. Trying again to reconnect…'",
+        )
+        .await;
+    }
+    eprintln!(
+        "both pages were trying to join again {} ms after the drop",
+        cut.elapsed().as_millis()
+    );
+    path.restore();
+    for tab in [&patient, &clinician] {
+        tab.set_offline(false).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reconnects = segments(&s, &id)
+            .await
+            .iter()
+            .filter(|(reason, _)| *reason == SegmentReason::Reconnect)
+            .count();
+        if reconnects == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{reconnects} of the 2 pages joined again within 60 s of the drop"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for tab in [&patient, &clinician] {
+        tab.wait_for_within(
+            Duration::from_secs(20),
+            "media over the new connection",
+            MEDIA_ARRIVES,
+        )
+        .await;
+        let (before, after) = inbound_over(tab, Duration::from_millis(1000)).await;
+        assert!(
+            after.audio_bytes > before.audio_bytes && after.video_frames > before.video_frames,
+            "{}: media does not flow after reconnecting: {before:?} then {after:?}",
+            tab.name()
+        );
+        assert_eq!(tab.text("#call-status").await.as_deref(), Some("Connected."));
+    }
+    eprintln!(
+        "both pages were back in the call {} ms after the drop",
+        cut.elapsed().as_millis()
+    );
+    assert_eq!(
+        segments(&s, &id).await,
+        [
+            (SegmentReason::Start, ConsultationMode::Video),
+            (SegmentReason::Reconnect, ConsultationMode::Video),
+            (SegmentReason::Reconnect, ConsultationMode::Video),
+        ]
+    );
+    // Requests that failed while the network was gone are all the browsers complain of.
+    for tab in [&patient, &clinician] {
+        let problems: Vec<String> = tab
+            .problems()
+            .into_iter()
+            .filter(|p| !p.starts_with("log (Network)"))
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "{}: the browser reported {problems:#?}",
+            tab.name()
+        );
+    }
     drop((patient, clinician));
     tokio::join!(patient_browser.close(), clinician_browser.close());
     s.stop().await;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use chromiumoxide::Page;
 use chromiumoxide::browser::Browser;
 use chromiumoxide::cdp::browser_protocol::log::{EventEntryAdded, LogEntryLevel};
+use chromiumoxide::cdp::browser_protocol::network;
 use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
 use chromiumoxide::cdp::js_protocol::runtime::{
     ConsoleApiCalledType, EvaluateParams, EventConsoleApiCalled, EventExceptionThrown, RemoteObject,
@@ -371,6 +372,23 @@ impl Tab {
         })
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+
+    /// Takes the page off the network, or puts it back on: its requests fail as with no network at all.
+    /// WebRTC's own traffic is not affected.
+    pub async fn set_offline(&self, offline: bool) {
+        let what = format!(
+            "{}: going {}",
+            self.name,
+            if offline { "offline" } else { "online" }
+        );
+        // A rule with an empty pattern matches every request; without throttling, it only says offline
+        // or not.
+        let every_request = network::NetworkConditions::new("", 0, -1, -1);
+        let params = network::EmulateNetworkConditionsByRuleParams::new(offline, vec![every_request]);
+        step(&what, self.page.execute(params))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
     }
 
     /// The value of a JavaScript expression in the page (awaited if it is a promise), as JSON.
