@@ -7,6 +7,7 @@ mod chromium;
 #[path = "browser/network.rs"]
 mod network;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -382,6 +383,12 @@ const MEDIA_ARRIVES: &str = "window.confideCallStats().then(function (stats) { \
        if (r.kind === 'video') { frames += r.framesDecoded || 0; } } }); \
      return bytes.audio > 0 && bytes.video > 0 && frames > 0; })";
 
+/// Waits until `tab`'s call receives audio and video and shows pictures, 20 s at most.
+async fn media_arrives(tab: &Tab, what: &str) {
+    tab.wait_for_within(Duration::from_secs(20), what, MEDIA_ARRIVES)
+        .await;
+}
+
 /// What has arrived in a call page so far, from its `inbound-rtp` statistics.
 #[derive(Debug, Clone, Copy)]
 struct Inbound {
@@ -420,6 +427,17 @@ async fn get_json(surgery: &Surgery, client: &reqwest::Client, path: &str) -> Va
     let response = client.get(surgery.url(path)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "GET {path}");
     response.json().await.unwrap()
+}
+
+/// A browser each for the patient and the clinician, each logged in on a tab.
+async fn log_both_in(s: &Surgery, executable: &Path) -> ((Chromium, Tab), (Chromium, Tab)) {
+    let (patient_browser, clinician_browser) =
+        tokio::join!(Chromium::launch(executable), Chromium::launch(executable));
+    let patient = patient_browser.tab("patient").await;
+    let clinician = clinician_browser.tab("clinician").await;
+    log_in(&patient, s, &s.patient).await;
+    log_in(&clinician, s, &s.clinician).await;
+    ((patient_browser, patient), (clinician_browser, clinician))
 }
 
 /// Books the patient a video appointment at 09:00 with the clinician, and checks them in; its id.
@@ -526,12 +544,7 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
     let patient_api = s.api_login(&s.patient).await;
     let id = book_video_and_check_in(&s, &patient_api).await;
 
-    let (patient_browser, clinician_browser) =
-        tokio::join!(Chromium::launch(&executable), Chromium::launch(&executable));
-    let patient = patient_browser.tab("patient").await;
-    let clinician = clinician_browser.tab("clinician").await;
-    log_in(&patient, &s, &s.patient).await;
-    log_in(&clinician, &s, &s.clinician).await;
+    let ((patient_browser, patient), (clinician_browser, clinician)) = log_both_in(&s, &executable).await;
 
     // Before the clinician starts it, there is no call to join.
     let call_page = s.url(&format!("/appointments/{id}/call"));
@@ -545,12 +558,7 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
 
     let joined = start_and_join(&s, &patient, &clinician, &id).await;
     for tab in [&patient, &clinician] {
-        tab.wait_for_within(
-            Duration::from_secs(20),
-            "audio and video from the other side",
-            MEDIA_ARRIVES,
-        )
-        .await;
+        media_arrives(tab, "audio and video from the other side").await;
         assert_eq!(tab.text("#call-status").await.as_deref(), Some("Connected."));
         // The devices in use can be chosen, and the connection's quality is shown from its statistics.
         for select in ["call-microphone", "call-camera-choice"] {
@@ -644,13 +652,7 @@ async fn a_patient_and_their_clinician_see_and_hear_each_other() {
         )
         .await;
     patient.click("#call-join-recorded").await;
-    patient
-        .wait_for_within(
-            Duration::from_secs(20),
-            "audio and video from the clinician after coming back",
-            MEDIA_ARRIVES,
-        )
-        .await;
+    media_arrives(&patient, "audio and video from the clinician after coming back").await;
     let back = inbound(&clinician).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -988,21 +990,11 @@ async fn after_a_network_drop_both_pages_reconnect_into_the_same_call() {
     .await;
     let patient_api = s.api_login(&s.patient).await;
     let id = book_video_and_check_in(&s, &patient_api).await;
-    let (patient_browser, clinician_browser) =
-        tokio::join!(Chromium::launch(&executable), Chromium::launch(&executable));
-    let patient = patient_browser.tab("patient").await;
-    let clinician = clinician_browser.tab("clinician").await;
-    log_in(&patient, &s, &s.patient).await;
-    log_in(&clinician, &s, &s.clinician).await;
+    let ((patient_browser, patient), (clinician_browser, clinician)) = log_both_in(&s, &executable).await;
     patient.goto(&s.url(&format!("/appointments/{id}"))).await;
     start_and_join(&s, &patient, &clinician, &id).await;
     for tab in [&patient, &clinician] {
-        tab.wait_for_within(
-            Duration::from_secs(20),
-            "audio and video from the other side",
-            MEDIA_ARRIVES,
-        )
-        .await;
+        media_arrives(tab, "audio and video from the other side").await;
     }
 
     // The network is gone, for the pages' requests too: their first attempts to join again get no answer,
@@ -1046,12 +1038,7 @@ async fn after_a_network_drop_both_pages_reconnect_into_the_same_call() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for tab in [&patient, &clinician] {
-        tab.wait_for_within(
-            Duration::from_secs(20),
-            "media over the new connection",
-            MEDIA_ARRIVES,
-        )
-        .await;
+        media_arrives(tab, "media over the new connection").await;
         let (before, after) = inbound_over(tab, Duration::from_millis(1000)).await;
         assert!(
             after.audio_bytes > before.audio_bytes && after.video_frames > before.video_frames,
