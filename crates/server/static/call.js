@@ -105,7 +105,8 @@
       var parsed = response.ok ? response.json() : response.json().catch(function () { return null; });
       return parsed.then(function (json) {
         if (!response.ok) {
-          var refused = new Error(json && json.error ? json.error.message : "The server refused (" + response.status + ").");
+          var message = json && json.error ? json.error.message : "The server refused (" + response.status + ").";
+          var refused = new Error(message);
           refused.status = response.status;
           throw refused;
         }

@@ -464,8 +464,8 @@ async fn book_video_and_check_in(s: &Surgery, patient_api: &reqwest::Client) -> 
 }
 
 /// The clinician starts consultation `id` and joins from the schedule; the patient's page, the
-/// appointment's, offers the call by itself, and the patient joins from there. Each is asked before joining whether they may be recorded,
-/// and agrees. When the second of them joined.
+/// appointment's, offers the call by itself, and the patient joins from there. Each is asked before
+/// joining whether they may be recorded, and agrees. When the second of them joined.
 async fn start_and_join(s: &Surgery, patient: &Tab, clinician: &Tab, id: &str) -> Instant {
     clinician.goto(&s.url("/schedule")).await;
     let start_button = "section[aria-labelledby='queue-heading'] button[name=action][value=start]";
@@ -533,8 +533,8 @@ async fn segments(s: &Surgery, id: &str) -> Vec<(SegmentReason, ConsultationMode
 }
 
 /// The whole recorded consultation through the pages: join with consent, media both ways, audio only and
-/// back, the patient's page coming back into the call, chat, hang up and complete; then the recording plays for both participants, as long as the call,
-/// and is not there at all for anyone else.
+/// back, the patient's page coming back into the call, chat, hang up and complete; then the recording
+/// plays for both participants, as long as the call, and is not there at all for anyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_and_their_clinician_see_and_hear_each_other() {
     let Some(executable) = chromium_or_skip("a_patient_and_their_clinician_see_and_hear_each_other") else {
