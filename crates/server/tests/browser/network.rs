@@ -3,9 +3,9 @@
 //! either way. Once restored, the addresses used before the cut stay cut off, as after a phone moved from
 //! Wi-Fi to mobile data; a new connection, which a browser makes from new ports, gets through.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
@@ -13,11 +13,22 @@ use tokio::task::JoinHandle;
 
 pub struct NetworkPath {
     public: SocketAddr,
-    /// Browser addresses seen so far, and those cut off for good.
-    seen: Arc<Mutex<HashSet<SocketAddr>>>,
-    cut: Arc<Mutex<HashSet<SocketAddr>>>,
-    down: Arc<AtomicBool>,
+    state: Arc<State>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Whether the path is cut now, and how many cuts it has had: a browser address carries on only while
+/// the path is up and it has had no cut since the address was first seen.
+#[derive(Default)]
+struct State {
+    down: AtomicBool,
+    cuts: AtomicU64,
+}
+
+impl State {
+    fn stops(&self, seen_after_cuts: u64) -> bool {
+        self.down.load(Ordering::SeqCst) || self.cuts.load(Ordering::SeqCst) != seen_after_cuts
+    }
 }
 
 impl NetworkPath {
@@ -32,16 +43,14 @@ impl NetworkPath {
         drop(reserved);
         let path = NetworkPath {
             public: listeners[0].local_addr().unwrap(),
-            seen: Arc::default(),
-            cut: Arc::default(),
-            down: Arc::default(),
+            state: Arc::default(),
             tasks: Arc::default(),
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             listener.set_nonblocking(true).unwrap();
             let listener = Arc::new(UdpSocket::from_std(listener).unwrap());
             let sfu = SocketAddr::new(sfu_first.ip(), sfu_first.port() + i as u16);
-            let task = tokio::spawn(path.carry(listener, sfu));
+            let task = tokio::spawn(carry(listener, sfu, path.state.clone(), path.tasks.clone()));
             path.tasks.lock().unwrap().push(task);
         }
         (path, sfu_first)
@@ -54,52 +63,13 @@ impl NetworkPath {
 
     /// Drops everything, until [`restore`](Self::restore).
     pub fn cut(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        let seen = self.seen.lock().unwrap().clone();
-        self.cut.lock().unwrap().extend(seen);
+        self.state.down.store(true, Ordering::SeqCst);
+        self.state.cuts.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Lets new browser addresses through again.
     pub fn restore(&self) {
-        self.down.store(false, Ordering::SeqCst);
-    }
-
-    /// Carries datagrams from browsers on `listener` to `sfu`, each browser through a socket of its own,
-    /// and the SFU's answers back.
-    fn carry(&self, listener: Arc<UdpSocket>, sfu: SocketAddr) -> impl Future<Output = ()> + use<> {
-        let (seen, tasks) = (self.seen.clone(), self.tasks.clone());
-        let blocked = Blocked {
-            cut: self.cut.clone(),
-            down: self.down.clone(),
-        };
-        async move {
-            let mut upstream: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-            let mut buf = vec![0; 65_536];
-            while let Ok((n, browser)) = listener.recv_from(&mut buf).await {
-                if blocked.stops(browser) {
-                    continue;
-                }
-                let socket = match upstream.get(&browser) {
-                    Some(socket) => socket.clone(),
-                    None => {
-                        let socket = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap());
-                        socket.connect(sfu).await.unwrap();
-                        seen.lock().unwrap().insert(browser);
-                        let back = tokio::spawn(answers(
-                            socket.clone(),
-                            listener.clone(),
-                            browser,
-                            blocked.clone(),
-                        ));
-                        tasks.lock().unwrap().push(back);
-                        upstream.insert(browser, socket.clone());
-                        socket
-                    }
-                };
-                // Loopback drops nothing it takes; a refused send is a drop on the path.
-                let _ = socket.send(&buf[..n]).await;
-            }
-        }
+        self.state.down.store(false, Ordering::SeqCst);
     }
 }
 
@@ -111,24 +81,57 @@ impl Drop for NetworkPath {
     }
 }
 
-/// What the path does not let through.
-#[derive(Clone)]
-struct Blocked {
-    cut: Arc<Mutex<HashSet<SocketAddr>>>,
-    down: Arc<AtomicBool>,
-}
-
-impl Blocked {
-    fn stops(&self, browser: SocketAddr) -> bool {
-        self.down.load(Ordering::SeqCst) || self.cut.lock().unwrap().contains(&browser)
+/// Carries datagrams from browsers on `listener` to `sfu`, each browser through a socket of its own, and
+/// the SFU's answers back.
+async fn carry(
+    listener: Arc<UdpSocket>,
+    sfu: SocketAddr,
+    state: Arc<State>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    let mut upstream: HashMap<SocketAddr, (Arc<UdpSocket>, u64)> = HashMap::new();
+    let mut buf = vec![0; 65_536];
+    while let Ok((n, browser)) = listener.recv_from(&mut buf).await {
+        let (socket, seen_after_cuts) = match upstream.get(&browser) {
+            Some(known) => known.clone(),
+            None => {
+                let cuts = state.cuts.load(Ordering::SeqCst);
+                if state.stops(cuts) {
+                    continue;
+                }
+                let socket = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap());
+                socket.connect(sfu).await.unwrap();
+                let back = tokio::spawn(answers(
+                    socket.clone(),
+                    listener.clone(),
+                    browser,
+                    state.clone(),
+                    cuts,
+                ));
+                tasks.lock().unwrap().push(back);
+                upstream.insert(browser, (socket.clone(), cuts));
+                (socket, cuts)
+            }
+        };
+        if state.stops(seen_after_cuts) {
+            continue;
+        }
+        // Loopback drops nothing it takes; a refused send is a drop on the path.
+        let _ = socket.send(&buf[..n]).await;
     }
 }
 
 /// Carries what the SFU sends `browser` back to it from the port it sent to, while the path lets it.
-async fn answers(socket: Arc<UdpSocket>, listener: Arc<UdpSocket>, browser: SocketAddr, blocked: Blocked) {
+async fn answers(
+    socket: Arc<UdpSocket>,
+    listener: Arc<UdpSocket>,
+    browser: SocketAddr,
+    state: Arc<State>,
+    seen_after_cuts: u64,
+) {
     let mut buf = vec![0; 65_536];
     while let Ok(n) = socket.recv(&mut buf).await {
-        if blocked.stops(browser) {
+        if state.stops(seen_after_cuts) {
             continue;
         }
         let _ = listener.send_to(&buf[..n], browser).await;
